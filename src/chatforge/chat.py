@@ -182,10 +182,7 @@ def ensure_chat_template(tokenizer: Any) -> str:
     if template:
         return str(template)
     vocab = tokenizer.get_vocab()
-    if "<start_of_turn>" in vocab and "<end_of_turn>" in vocab:
-        template = GEMMA_TEMPLATE
-    else:
-        template = CHATML_TEMPLATE
+    template = GEMMA_TEMPLATE if "<start_of_turn>" in vocab and "<end_of_turn>" in vocab else CHATML_TEMPLATE
     tokenizer.chat_template = template
     return template
 

@@ -276,6 +276,9 @@ def build_tiny(seed: int = 0, *, layers: int = 2, hidden: int = 64) -> tuple[Any
         num_key_value_heads=2,
         max_position_embeddings=4096,
         tie_word_embeddings=True,
+        # A wide init makes greedy replies vary with the prompt; at the usual 0.02 a random model answers every
+        # prompt with the same repeated token, and batching/stopping tests would compare constant outputs.
+        initializer_range=0.2,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=chat.stop_token_ids(tokenizer),
         pad_token_id=tokenizer.pad_token_id,
@@ -314,14 +317,15 @@ def load_model(
     source = str(resolved.path) if resolved.path is not None else resolved.name
     try:
         tokenizer = load_tokenizer(source if resolved.kind != "packaged" else name)
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype)
+        model: Any = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype)
     except OSError as err:
         if resolved.kind == "hub":
             raise _hub_error(name, err) from err
         raise ModelNotFoundError(f"could not load the checkpoint at {source}: {err}") from err
     if model.generation_config.pad_token_id is None and tokenizer.pad_token_id is not None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
-    return model.to(device).eval(), tokenizer
+    model = model.to(device)
+    return model.eval(), tokenizer
 
 
 def save_checkpoint(model: Any, tokenizer: Any, out: str | os.PathLike[str]) -> Path:

@@ -1,0 +1,399 @@
+"""The generation engine: batched sampling with a KV cache, per-token logprobs and streaming.
+
+One engine serves every caller: the terminal chat, the server, the evaluators and the RL trainers (which need the
+log-probability of each sampled token). The decode loop is ours rather than ``model.generate()`` because it does
+less per step (no logits-processor stack, no per-step stopping-criteria objects, no full-vocabulary logits at
+prefill) and because it lets finished rows leave the batch early, which ``generate()`` cannot do.
+
+Backends: ``TorchEngine`` runs any transformers causal LM in-process. ``VLLMEngine`` adapts vLLM's offline
+``LLM`` to the same interface where vLLM is installed (GPU machines); ``create_engine`` picks between them.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+import torch
+
+from chatforge import chat
+
+FinishReason = Literal["stop", "length"]
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How to sample. ``temperature=0`` is greedy decoding; ``top_k=0`` and ``top_p=1`` switch those filters off.
+
+    ``stop`` holds extra stop strings; the tokenizer's end-of-turn and eos tokens always stop a reply.
+    """
+
+    max_new_tokens: int = 256
+    temperature: float = 0.7
+    top_p: float = 1.0
+    top_k: int = 0
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be a positive integer, got {self.max_new_tokens!r}")
+        if not self.temperature >= 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature!r}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p!r}")
+        if not isinstance(self.top_k, int) or self.top_k < 0:
+            raise ValueError(f"top_k must be a non-negative integer, got {self.top_k!r}")
+        if isinstance(self.stop, str) or any(not isinstance(s, str) or not s for s in self.stop):
+            raise ValueError("stop must be a sequence of non-empty strings")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+
+@dataclass
+class Completion:
+    """One generated reply. ``token_ids`` include a stop token or the tokens of a matched stop string (they are
+    what the model produced, which RL needs); ``text`` never includes them. ``logprobs[i]`` is the log-probability
+    of ``token_ids[i]`` under the model's distribution at the sampling temperature (temperature 1 for greedy),
+    before top-k/top-p filtering, i.e. exactly ``log_softmax(logits / T)`` of a forward pass."""
+
+    prompt_ids: list[int]
+    token_ids: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+    text: str = ""
+    finish_reason: FinishReason | None = None
+
+
+class Engine(Protocol):
+    """What every backend offers."""
+
+    tokenizer: Any
+
+    def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams) -> list[Completion]: ...
+
+    def stream(self, prompt: Sequence[int], params: SamplingParams) -> Iterator[str]: ...
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Text: incremental detokenization and stop strings
+# --------------------------------------------------------------------------------------------------------------
+
+
+class IncrementalDetokenizer:
+    """Turns a growing list of token ids into text deltas without splitting a multi-byte character.
+
+    Byte-level BPE and byte-fallback tokenizers spread one character over several tokens; decoding the tokens so
+    far then ends in U+FFFD. We hold such a tail back until the character completes. Each step decodes only a short
+    window (from the token before the last emitted one), so the cost per token stays constant, and decoding the
+    window and its prefix from the same start keeps tokenizer-specific leading-space rules consistent.
+    """
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.tokenizer = tokenizer
+        self.ids: list[int] = []
+        self.text = ""
+        self._prefix = 0  # window start
+        self._read = 0  # tokens already turned into text
+
+    def push(self, token_id: int) -> str:
+        self.ids.append(token_id)
+        window = self.tokenizer.decode(self.ids[self._prefix :], skip_special_tokens=True)
+        if window.endswith("\ufffd"):
+            return ""  # an incomplete character: wait for the rest of its bytes
+        done = self.tokenizer.decode(self.ids[self._prefix : self._read], skip_special_tokens=True)
+        delta = window[len(done) :]
+        self._prefix, self._read = self._read, len(self.ids)
+        self.text += delta
+        return delta
+
+    def flush(self) -> str:
+        """Emit whatever is held back (a genuinely broken character at the very end)."""
+        if self._read == len(self.ids):
+            return ""
+        window = self.tokenizer.decode(self.ids[self._prefix :], skip_special_tokens=True)
+        done = self.tokenizer.decode(self.ids[self._prefix : self._read], skip_special_tokens=True)
+        delta = window[len(done) :]
+        self._prefix = self._read = len(self.ids)
+        self.text += delta
+        return delta
+
+
+def _held_back(text: str, stops: Sequence[str]) -> int:
+    """How many trailing characters of ``text`` could be the start of a stop string (so must not be streamed yet)."""
+    longest = 0
+    for stop in stops:
+        for n in range(min(len(stop) - 1, len(text)), longest, -1):
+            if text.endswith(stop[:n]):
+                longest = n
+                break
+    return longest
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Sampling
+# --------------------------------------------------------------------------------------------------------------
+
+
+def sample_tokens(
+    logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pick one token per row of ``logits`` [B, V]; return (tokens [B], their logprobs [B] at the temperature)."""
+    logits = logits.float()
+    if params.greedy:
+        tokens = logits.argmax(dim=-1)
+        logprobs = torch.log_softmax(logits, dim=-1).gather(-1, tokens[:, None])[:, 0]
+        return tokens, logprobs
+    scaled = logits / params.temperature
+    logprobs_all = torch.log_softmax(scaled, dim=-1)
+    filtered = scaled
+    if params.top_k and params.top_k < scaled.shape[-1]:
+        kth = torch.topk(scaled, params.top_k, dim=-1).values[:, -1:]
+        filtered = filtered.masked_fill(filtered < kth, float("-inf"))
+    if params.top_p < 1.0:
+        sorted_logits, order = torch.sort(filtered, dim=-1, descending=True)
+        probs = torch.softmax(sorted_logits, dim=-1)
+        # Drop a token when the tokens ranked above it already hold top_p of the mass; the first always stays.
+        drop_sorted = (probs.cumsum(dim=-1) - probs) >= params.top_p
+        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+        filtered = filtered.masked_fill(drop, float("-inf"))
+    tokens = torch.multinomial(torch.softmax(filtered, dim=-1), 1, generator=generator)[:, 0]
+    return tokens, logprobs_all.gather(-1, tokens[:, None])[:, 0]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The in-process engine
+# --------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Row:
+    completion: Completion
+    detok: IncrementalDetokenizer
+    emitted: int = 0  # characters of detok.text already handed out as deltas
+
+
+@dataclass(frozen=True)
+class StepEvent:
+    """What one decode step did to one request: the text it adds and, at the end, the finished completion."""
+
+    index: int
+    delta: str
+    finished: Completion | None = None
+
+
+class TorchEngine:
+    """Batched generation for any transformers causal LM, in-process (CPU or GPU)."""
+
+    def __init__(self, model: Any, tokenizer: Any, *, stop_token_ids: Sequence[int] | None = None) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        chat.ensure_chat_template(tokenizer)
+        self.stop_token_ids = frozenset(stop_token_ids if stop_token_ids is not None else chat.stop_token_ids(tokenizer))
+        # Multi-token end-of-turn text (a base model with a text-only template) is caught as a stop string.
+        self.default_stops = tuple(chat.stop_strings(tokenizer))
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.pad_token_id = int(pad if pad is not None else 0)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def encode_chat(self, conversation: chat.Conversation | Sequence[Any]) -> list[int]:
+        return chat.encode_prompt(self.tokenizer, conversation)
+
+    def generate(
+        self,
+        prompts: Sequence[Sequence[int]],
+        params: SamplingParams,
+        *,
+        on_step: Callable[[list[StepEvent]], None] | None = None,
+    ) -> list[Completion]:
+        """Complete every prompt (token ids); ``on_step`` sees each step's events (for servers and progress)."""
+        results: list[Completion | None] = [None] * len(prompts)
+        for events in self.steps(prompts, params):
+            if on_step is not None:
+                on_step(events)
+            for event in events:
+                if event.finished is not None:
+                    results[event.index] = event.finished
+        assert all(r is not None for r in results)
+        return [r for r in results if r is not None]
+
+    def stream(self, prompt: Sequence[int], params: SamplingParams) -> Iterator[str]:
+        """Text deltas of one reply as they are produced; joined, they equal the completion's text."""
+        for events in self.steps([prompt], params):
+            for event in events:
+                if event.delta:
+                    yield event.delta
+
+    def chat(self, conversations: Sequence[chat.Conversation | Sequence[Any]], params: SamplingParams) -> list[Completion]:
+        return self.generate([self.encode_chat(c) for c in conversations], params)
+
+    @torch.inference_mode()
+    def steps(self, prompts: Sequence[Sequence[int]], params: SamplingParams) -> Iterator[list[StepEvent]]:
+        """The decode loop, one yield per step. Finished rows leave the batch (and its KV cache) at once."""
+        from transformers import DynamicCache
+
+        if len(prompts) == 0:
+            return
+        for i, p in enumerate(prompts):
+            if len(p) == 0:
+                raise ValueError(f"prompt {i} is empty")
+        stops = tuple(params.stop) + self.default_stops
+        rows = [_Row(Completion(list(map(int, p))), IncrementalDetokenizer(self.tokenizer)) for p in prompts]
+        generator = None
+        if params.seed is not None:
+            generator = torch.Generator(device=self.device).manual_seed(params.seed)
+
+        # Left padding puts every prompt's last token in the last column, so one forward pass of the new tokens
+        # serves the whole batch; position ids restart at 0 after each row's padding.
+        width = max(len(p) for p in prompts)
+        input_ids = torch.full((len(prompts), width), self.pad_token_id, dtype=torch.long)
+        attention = torch.zeros((len(prompts), width), dtype=torch.long)
+        for i, p in enumerate(prompts):
+            input_ids[i, width - len(p) :] = torch.as_tensor(list(p), dtype=torch.long)
+            attention[i, width - len(p) :] = 1
+        positions = (attention.cumsum(-1) - 1).clamp(min=0)
+        input_ids, attention, positions = (t.to(self.device) for t in (input_ids, attention, positions))
+
+        cache = DynamicCache(config=self.model.config)
+        out = self.model(
+            input_ids=input_ids,
+            attention_mask=attention,
+            position_ids=positions,
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=1,  # only the last position's logits: a large-vocabulary head is costly at prefill
+        )
+        logits = out.logits[:, -1, :]
+        next_positions = positions[:, -1:] + 1
+        active = list(range(len(prompts)))  # request index of each batch row
+
+        for step in range(params.max_new_tokens):
+            tokens, logprobs = sample_tokens(logits, params, generator)
+            token_list, logprob_list = tokens.tolist(), logprobs.tolist()
+            events: list[StepEvent] = []
+            keep: list[int] = []
+            for b, index in enumerate(active):
+                row = rows[index]
+                token = token_list[b]
+                row.completion.token_ids.append(token)
+                row.completion.logprobs.append(logprob_list[b])
+                finish: FinishReason | None = None
+                if token in self.stop_token_ids:
+                    finish = "stop"
+                else:
+                    row.detok.push(token)
+                    if stops:
+                        text = row.detok.text
+                        hits = [i for i in (text.find(s, max(0, row.emitted - len(s))) for s in stops) if i >= 0]
+                        if hits:
+                            row.detok.text = text[: min(hits)]
+                            finish = "stop"
+                    if finish is None and step + 1 == params.max_new_tokens:
+                        finish = "length"
+                if finish is not None:
+                    if finish == "length":
+                        row.detok.flush()  # a character cut off by the token limit still shows as U+FFFD
+                    row.completion.text = row.detok.text
+                    row.completion.finish_reason = finish
+                    events.append(StepEvent(index, row.detok.text[row.emitted :], row.completion))
+                    row.emitted = len(row.detok.text)
+                else:
+                    safe = len(row.detok.text) - _held_back(row.detok.text, stops)
+                    if safe > row.emitted:
+                        events.append(StepEvent(index, row.detok.text[row.emitted : safe]))
+                        row.emitted = safe
+                    keep.append(b)
+            yield events
+            if not keep:
+                return
+            if len(keep) < len(active):
+                kept = torch.tensor(keep, device=self.device)
+                cache.batch_select_indices(kept)
+                attention, next_positions, tokens = attention[kept], next_positions[kept], tokens[kept]
+                active = [active[b] for b in keep]
+            attention = torch.cat([attention, attention.new_ones((len(active), 1))], dim=1)
+            out = self.model(
+                input_ids=tokens[:, None],
+                attention_mask=attention,
+                position_ids=next_positions,
+                past_key_values=cache,
+                use_cache=True,
+            )
+            logits = out.logits[:, -1, :]
+            next_positions = next_positions + 1
+
+
+# --------------------------------------------------------------------------------------------------------------
+# vLLM, where installed
+# --------------------------------------------------------------------------------------------------------------
+
+
+def vllm_available() -> bool:
+    return importlib.util.find_spec("vllm") is not None
+
+
+class VLLMEngine:
+    """The same interface on vLLM's offline engine (GPU machines with ``pip install vllm``). Rollouts for RL are
+    the dominant cost at scale; vLLM's paged attention and continuous batching make them several times faster.
+    Not exercised on the CPU machines chatforge is tested on (vLLM has no build there)."""
+
+    def __init__(self, model_path: str, tokenizer: Any, **llm_kwargs: Any) -> None:
+        if not vllm_available():
+            raise RuntimeError("the vLLM backend needs vLLM: pip install vllm (GPU machines only)")
+        import vllm
+
+        self.tokenizer = tokenizer
+        self.llm = vllm.LLM(model=model_path, **llm_kwargs)
+        self._vllm = vllm
+
+    def _params(self, params: SamplingParams) -> Any:
+        return self._vllm.SamplingParams(
+            n=1,
+            temperature=params.temperature,
+            top_p=params.top_p,
+            top_k=params.top_k if params.top_k > 0 else -1,
+            max_tokens=params.max_new_tokens,
+            stop=list(params.stop) + chat.stop_strings(self.tokenizer),
+            stop_token_ids=chat.stop_token_ids(self.tokenizer),
+            seed=params.seed,
+            logprobs=0,  # the sampled token's own logprob
+        )
+
+    def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams) -> list[Completion]:
+        inputs = [{"prompt_token_ids": list(p)} for p in prompts]
+        outputs = self.llm.generate(inputs, self._params(params), use_tqdm=False)
+        results = []
+        for prompt, output in zip(prompts, outputs, strict=True):
+            choice = output.outputs[0]
+            logprobs = [step[token].logprob for step, token in zip(choice.logprobs or [], choice.token_ids, strict=False)]
+            results.append(
+                Completion(
+                    list(prompt),
+                    list(choice.token_ids),
+                    logprobs,
+                    choice.text,
+                    "length" if choice.finish_reason == "length" else "stop",
+                )
+            )
+        return results
+
+    def stream(self, prompt: Sequence[int], params: SamplingParams) -> Iterator[str]:
+        yield self.generate([prompt], params)[0].text
+
+
+def create_engine(model: Any, tokenizer: Any, *, backend: str = "torch", model_path: str | None = None) -> Engine:
+    """``backend``: "torch" (in-process), "vllm" (needs ``model_path`` and vLLM), or "auto" (vLLM when installed
+    and a path is given, else torch)."""
+    if backend not in ("torch", "vllm", "auto"):
+        raise ValueError(f"unknown generation backend {backend!r}; expected torch, vllm or auto")
+    if backend == "vllm" or (backend == "auto" and vllm_available() and model_path is not None):
+        if model_path is None:
+            raise ValueError("the vLLM backend loads the model itself: pass model_path (a checkpoint directory)")
+        return VLLMEngine(model_path, tokenizer)
+    return TorchEngine(model, tokenizer)

@@ -1,0 +1,171 @@
+"""The generation engine on the tiny model: batching, stops, streaming, logprobs, sampling."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from chatforge import chat
+from chatforge.generation import (
+    IncrementalDetokenizer,
+    SamplingParams,
+    TorchEngine,
+    create_engine,
+    sample_tokens,
+)
+
+GREEDY = SamplingParams(max_new_tokens=24, temperature=0)
+QUESTIONS = ["Hi!", "Tell me a long story about a cat and a dog.", "2+2?", "Write a poem about the sea, please."]
+
+
+@pytest.fixture(scope="module")
+def engine(tiny):
+    model, tokenizer = tiny
+    return TorchEngine(model, tokenizer)
+
+
+@pytest.fixture(scope="module")
+def prompts(engine):
+    return [engine.encode_chat([{"role": "user", "content": q}]) for q in QUESTIONS]
+
+
+def test_batched_equals_unbatched_under_greedy(engine, prompts):
+    assert len({len(p) for p in prompts}) > 1  # the batch really needs left padding
+    batched = engine.generate(prompts, GREEDY)
+    for prompt, together in zip(prompts, batched, strict=True):
+        alone = engine.generate([prompt], GREEDY)[0]
+        assert together.token_ids == alone.token_ids
+        assert together.text == alone.text
+        assert together.logprobs == pytest.approx(alone.logprobs, abs=1e-4)
+
+
+def test_logprobs_match_a_forward_pass(engine, prompts):
+    model = engine.model
+    for params in (GREEDY, SamplingParams(max_new_tokens=16, temperature=0.7, top_k=40, top_p=0.9, seed=3)):
+        completion = engine.generate(prompts[1:2], params)[0]
+        ids = torch.tensor([completion.prompt_ids + completion.token_ids])
+        with torch.no_grad():
+            logits = model(ids).logits[0, len(completion.prompt_ids) - 1 : -1].float()
+        temperature = params.temperature or 1.0
+        expected = torch.log_softmax(logits / temperature, -1).gather(-1, torch.tensor(completion.token_ids)[:, None])
+        assert completion.logprobs == pytest.approx(expected[:, 0].tolist(), abs=1e-4)
+
+
+def test_streaming_joins_to_the_full_text(engine, prompts):
+    params = SamplingParams(max_new_tokens=40, temperature=1.0, seed=7)
+    full = engine.generate(prompts[3:4], params)[0]
+    deltas = list(engine.stream(prompts[3], params))
+    assert "".join(deltas) == full.text
+    assert len(deltas) > 1
+
+
+def test_streaming_never_splits_a_multibyte_character(smol_tokenizer):
+    text = "naïve café 你好世界 🙂👍🏽 ok"
+    ids = smol_tokenizer.encode(text, add_special_tokens=False)
+    assert len(ids) > len(text.split())  # some characters span several byte tokens
+    detok = IncrementalDetokenizer(smol_tokenizer)
+    deltas = [detok.push(i) for i in ids]
+    deltas.append(detok.flush())
+    assert "".join(deltas) == text
+    assert all("\ufffd" not in d for d in deltas)
+
+
+def test_stop_strings_cut_the_text_and_are_never_streamed(engine, prompts):
+    sampled = SamplingParams(max_new_tokens=32, temperature=1.0, seed=5)
+    free = engine.generate(prompts[1:2], sampled)[0]
+    middle = len(free.text) // 2
+    stop = free.text[middle : middle + 3]
+    assert len(stop.strip()) == 3, free.text
+    cut = free.text.index(stop)
+    params = SamplingParams(max_new_tokens=32, temperature=1.0, seed=5, stop=(stop,))
+    stopped = engine.generate(prompts[1:2], params)[0]
+    assert stopped.finish_reason == "stop"
+    assert stopped.text == free.text[:cut]
+    assert stopped.token_ids == free.token_ids[: len(stopped.token_ids)]
+    assert stop in engine.tokenizer.decode(stopped.token_ids)  # the tokens keep what the model produced
+    assert "".join(engine.stream(prompts[1], params)) == stopped.text
+
+
+def test_stop_token_ends_a_row_and_the_rest_continue_unchanged(tiny, prompts):
+    model, tokenizer = tiny
+    plain = TorchEngine(model, tokenizer)
+    alone = [plain.generate([p], GREEDY)[0] for p in prompts]
+    # Declare a token that only row 0 produces a stop token: row 0 ends there, the others keep going.
+    others = {t for a in alone[1:] for t in a.token_ids}
+    k, stop_token = next((k, t) for k, t in enumerate(alone[0].token_ids) if t not in others)
+    engine = TorchEngine(model, tokenizer, stop_token_ids=[stop_token])
+    steps = list(engine.steps(prompts, GREEDY))
+    assert [e.index for e in steps[k] if e.finished] == [0]
+    assert all(e.index != 0 for events in steps[k + 1 :] for e in events)
+    finished = {e.index: e.finished for events in steps for e in events if e.finished}
+    assert finished[0].token_ids == alone[0].token_ids[: k + 1] and finished[0].finish_reason == "stop"
+    # the KV cache rows that stayed are still the right ones: outputs equal the unbatched ones
+    for i in range(1, len(prompts)):
+        assert finished[i].token_ids == alone[i].token_ids
+
+
+def test_length_finish(engine, prompts):
+    c = engine.generate(prompts[:1], SamplingParams(max_new_tokens=5, temperature=0))[0]
+    assert c.finish_reason in ("length", "stop")
+    assert len(c.token_ids) <= 5
+
+
+def test_seeded_sampling_is_reproducible_and_varies_with_seed(engine, prompts):
+    a = engine.generate(prompts, SamplingParams(max_new_tokens=16, temperature=1.0, seed=1))
+    b = engine.generate(prompts, SamplingParams(max_new_tokens=16, temperature=1.0, seed=1))
+    c = engine.generate(prompts, SamplingParams(max_new_tokens=16, temperature=1.0, seed=2))
+    assert [x.token_ids for x in a] == [x.token_ids for x in b]
+    assert [x.token_ids for x in a] != [x.token_ids for x in c]
+
+
+def test_sampling_filters():
+    logits = torch.tensor([[0.0, 1.0, 2.0, 3.0], [3.0, 2.0, 1.0, 0.0]])
+    g = torch.Generator().manual_seed(0)
+    for _ in range(50):
+        tokens, _ = sample_tokens(logits, SamplingParams(temperature=1.0, top_k=1), g)
+        assert tokens.tolist() == [3, 0]
+        tokens, _ = sample_tokens(logits, SamplingParams(temperature=1.0, top_k=2), g)
+        assert tokens[0].item() in (2, 3) and tokens[1].item() in (0, 1)
+        # probabilities are ~[.03,.09,.24,.64]: top_p=0.6 keeps only the top token, 0.7 the top two
+        tokens, _ = sample_tokens(logits, SamplingParams(temperature=1.0, top_p=0.6), g)
+        assert tokens.tolist() == [3, 0]
+        tokens, _ = sample_tokens(logits, SamplingParams(temperature=1.0, top_p=0.7), g)
+        assert tokens[0].item() in (2, 3)
+    tokens, logprobs = sample_tokens(logits, SamplingParams(temperature=0), None)
+    assert tokens.tolist() == [3, 0]
+    assert logprobs.tolist() == pytest.approx(torch.log_softmax(logits, -1).max(-1).values.tolist())
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "problem"),
+    [
+        ({"max_new_tokens": 0}, "max_new_tokens"),
+        ({"temperature": -1}, "temperature"),
+        ({"top_p": 0}, "top_p"),
+        ({"top_k": -2}, "top_k"),
+        ({"stop": "x"}, "stop"),
+        ({"stop": ("",)}, "stop"),
+    ],
+)
+def test_bad_sampling_params(kwargs, problem):
+    with pytest.raises(ValueError, match=problem):
+        SamplingParams(**kwargs)
+
+
+def test_empty_prompt_rejected(engine):
+    with pytest.raises(ValueError, match="prompt 0 is empty"):
+        engine.generate([[]], GREEDY)
+
+
+def test_backends(tiny):
+    model, tokenizer = tiny
+    assert isinstance(create_engine(model, tokenizer), TorchEngine)
+    with pytest.raises(ValueError, match="unknown generation backend"):
+        create_engine(model, tokenizer, backend="tgi")
+
+
+def test_chat_prompt_ends_with_generation_prompt(engine):
+    ids = engine.encode_chat([{"role": "user", "content": "hi"}])
+    assert engine.tokenizer.decode(ids).endswith("<|im_start|>assistant\n")
+    with pytest.raises(chat.ConversationError, match="last message must be from the user"):
+        engine.encode_chat([{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}])
