@@ -311,8 +311,8 @@ def load_model(
     torch_dtype = parse_dtype(dtype)
     name = str(name_or_path)
     if name == TINY:
-        model, tokenizer = build_tiny()
-        return model.to(device=device, dtype=torch_dtype), tokenizer
+        tiny_model, tiny_tokenizer = build_tiny()
+        return tiny_model.to(device=device, dtype=torch_dtype), tiny_tokenizer
     resolved = resolve(name)
     source = str(resolved.path) if resolved.path is not None else resolved.name
     try:
@@ -324,8 +324,7 @@ def load_model(
         raise ModelNotFoundError(f"could not load the checkpoint at {source}: {err}") from err
     if model.generation_config.pad_token_id is None and tokenizer.pad_token_id is not None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model = model.to(device)
-    return model.eval(), tokenizer
+    return model.to(device).eval(), tokenizer
 
 
 def save_checkpoint(model: Any, tokenizer: Any, out: str | os.PathLike[str]) -> Path:
