@@ -302,6 +302,25 @@ def parse_dtype(dtype: str | torch.dtype) -> torch.dtype:
     return _DTYPES[dtype]
 
 
+def cpu_has_native_bf16() -> bool:
+    """True on CPUs with AVX512-BF16 or AMX, where bfloat16 matmuls run natively (elsewhere they are emulated)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def inference_dtype(choice: str = "auto") -> str:
+    """Resolve a --dtype choice: "auto" = bfloat16 on GPUs and on CPUs that compute it natively, else float32."""
+    if choice != "auto":
+        parse_dtype(choice)
+        return choice
+    if torch.cuda.is_available() or cpu_has_native_bf16():
+        return "bfloat16"
+    return "float32"
+
+
 def load_model(
     name_or_path: str | os.PathLike[str], *, dtype: str | torch.dtype = "float32", device: str = "cpu"
 ) -> tuple[Any, Any]:

