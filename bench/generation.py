@@ -25,6 +25,7 @@ import statistics
 import sys
 import time
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import torch
@@ -183,8 +184,8 @@ def main(argv: list[str] | None = None) -> int:
             for batch in args.batch:
                 prompts = (prompts_all * ((batch + len(prompts_all) - 1) // len(prompts_all)))[:batch]
                 fixed = workload == "fixed"
-                hf_s, hf_tokens = measure(lambda: hf_generate(model, tokenizer, prompts, args.new_tokens, fixed), args.repeats)  # noqa: B023
-                cf_s, cf_tokens = measure(lambda: ours(engine, prompts, args.new_tokens, fixed), args.repeats)  # noqa: B023
+                hf_s, hf_tokens = measure(partial(hf_generate, model, tokenizer, prompts, args.new_tokens, fixed), args.repeats)
+                cf_s, cf_tokens = measure(partial(ours, engine, prompts, args.new_tokens, fixed), args.repeats)
                 hf = Run("generate", workload, batch, hf_s, hf_tokens)
                 cf = Run("chatforge", workload, batch, cf_s, cf_tokens)
                 bound = bw_bound if batch == 1 else flop_bound
@@ -197,7 +198,6 @@ def main(argv: list[str] | None = None) -> int:
                     results["runs"].append(
                         {**run.__dict__, "dtype": dtype_name, "tokens_per_s": run.tokens_per_s, "bound": bound}
                     )
-        del model, engine
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)
