@@ -169,3 +169,48 @@ def test_chat_prompt_ends_with_generation_prompt(engine):
     assert engine.tokenizer.decode(ids).endswith("<|im_start|>assistant\n")
     with pytest.raises(chat.ConversationError, match="last message must be from the user"):
         engine.encode_chat([{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}])
+
+
+def _tiny_gemma3(tokenizer):
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    config = Gemma3TextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=1,
+        head_dim=16,
+        sliding_window=6,  # shorter than the prompts, so the sliding-window layers really slide
+        layer_types=["sliding_attention", "sliding_attention", "sliding_attention", "full_attention"],
+        initializer_range=0.2,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(0)
+    return Gemma3ForCausalLM(config).eval()
+
+
+@pytest.mark.parametrize("architecture", ["llama", "gemma3-sliding-window"])
+@pytest.mark.parametrize("cache", ["static", "dynamic"])
+def test_greedy_output_equals_transformers_generate(tiny, prompts, architecture, cache):
+    """The reference: transformers' own generate() on the same left-padded batch."""
+    model, tokenizer = tiny
+    if architecture != "llama":
+        model = _tiny_gemma3(tokenizer)
+    engine = TorchEngine(model, tokenizer, stop_token_ids=[], cache=cache)
+    ours = engine.generate(prompts, SamplingParams(max_new_tokens=12, temperature=0))
+    width = max(len(p) for p in prompts)
+    pad = tokenizer.pad_token_id
+    ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])
+    mask = (torch.arange(width)[None, :] >= torch.tensor([width - len(p) for p in prompts])[:, None]).long()
+    with torch.no_grad():
+        reference = model.generate(
+            input_ids=ids, attention_mask=mask, do_sample=False, max_new_tokens=12, min_new_tokens=12, pad_token_id=pad
+        )
+    assert [c.token_ids for c in ours] == reference[:, width:].tolist()
+
+
+def test_bad_cache_kind(tiny):
+    with pytest.raises(ValueError, match="cache must be 'static' or 'dynamic'"):
+        TorchEngine(*tiny, cache="paged")  # type: ignore[arg-type]

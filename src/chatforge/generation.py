@@ -188,8 +188,20 @@ class StepEvent:
 class TorchEngine:
     """Batched generation for any transformers causal LM, in-process (CPU or GPU)."""
 
-    def __init__(self, model: Any, tokenizer: Any, *, stop_token_ids: Sequence[int] | None = None) -> None:
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        *,
+        stop_token_ids: Sequence[int] | None = None,
+        cache: Literal["static", "dynamic"] = "static",
+    ) -> None:
+        if cache not in ("static", "dynamic"):
+            raise ValueError(f"cache must be 'static' or 'dynamic', got {cache!r}")
         self.model = model
+        # static: KV tensors allocated once per call at prompt width + max_new_tokens and written in place (no
+        # per-step concatenation, which costs ~10% of a decode step at batch 16); dynamic: grown by concatenation.
+        self.cache_kind = cache
         self.tokenizer = tokenizer
         chat.ensure_chat_template(tokenizer)
         self.stop_token_ids = frozenset(stop_token_ids if stop_token_ids is not None else chat.stop_token_ids(tokenizer))
@@ -236,7 +248,7 @@ class TorchEngine:
     @torch.inference_mode()
     def steps(self, prompts: Sequence[Sequence[int]], params: SamplingParams) -> Iterator[list[StepEvent]]:
         """The decode loop, one yield per step. Finished rows leave the batch (and its KV cache) at once."""
-        from transformers import DynamicCache
+        from transformers import DynamicCache, StaticCache
 
         if len(prompts) == 0:
             return
@@ -252,18 +264,21 @@ class TorchEngine:
         # Left padding puts every prompt's last token in the last column, so one forward pass of the new tokens
         # serves the whole batch; position ids restart at 0 after each row's padding.
         width = max(len(p) for p in prompts)
+        total = width + params.max_new_tokens
         input_ids = torch.full((len(prompts), width), self.pad_token_id, dtype=torch.long)
-        attention = torch.zeros((len(prompts), width), dtype=torch.long)
+        attention = torch.zeros((len(prompts), total), dtype=torch.long)  # columns past `width` fill in as we go
         for i, p in enumerate(prompts):
             input_ids[i, width - len(p) :] = torch.as_tensor(list(p), dtype=torch.long)
-            attention[i, width - len(p) :] = 1
-        positions = (attention.cumsum(-1) - 1).clamp(min=0)
+            attention[i, width - len(p) : width] = 1
+        positions = (attention[:, :width].cumsum(-1) - 1).clamp(min=0)
         input_ids, attention, positions = (t.to(self.device) for t in (input_ids, attention, positions))
 
-        cache = DynamicCache(config=self.model.config)
+        static = self.cache_kind == "static"
+        cache: Any = StaticCache(config=self.model.config, max_cache_len=total) if static else DynamicCache(config=self.model.config)
+        # A static cache attends over all its slots (empty ones masked out), so it takes the full-width mask.
         out = self.model(
             input_ids=input_ids,
-            attention_mask=attention,
+            attention_mask=attention if static else attention[:, :width],
             position_ids=positions,
             past_key_values=cache,
             use_cache=True,
@@ -314,13 +329,16 @@ class TorchEngine:
                 return
             if len(keep) < len(active):
                 kept = torch.tensor(keep, device=self.device)
-                cache.batch_select_indices(kept)
+                if static:
+                    cache.reorder_cache(kept)  # index_select along the batch: keeps only the running rows
+                else:
+                    cache.batch_select_indices(kept)
                 attention, next_positions, tokens = attention[kept], next_positions[kept], tokens[kept]
                 active = [active[b] for b in keep]
-            attention = torch.cat([attention, attention.new_ones((len(active), 1))], dim=1)
+            attention[:, width + step] = 1
             out = self.model(
                 input_ids=tokens[:, None],
-                attention_mask=attention,
+                attention_mask=attention if static else attention[:, : width + step + 1],
                 position_ids=next_positions,
                 past_key_values=cache,
                 use_cache=True,
