@@ -1,0 +1,324 @@
+"""What every chatforge trainer needs besides its loss: processes, precision, randomness, files, metrics.
+
+* ``Distributed``: the process group under ``torchrun`` (gloo on CPU), or a one-process stand-in, with the three
+  collectives the trainers use;
+* ``bf16_supported``: whether bfloat16 autocast is fast here (a CPU without native bf16 emulates it, slowly);
+* ``rng_state`` / ``set_rng_state``: every RNG a training step draws from, for exact resumption;
+* ``write_dir_atomically``: build a directory aside and rename it into place, so a killed run never leaves a
+  half-written checkpoint where a resume would look;
+* ``MetricsLog``: one JSON object per line in ``metrics.jsonl`` (plus TensorBoard when it is installed);
+* ``checkpoints`` / ``latest_checkpoint``: the ``checkpoint-<step>`` directories of a run.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+import platform
+import random
+import re
+import shutil
+import subprocess
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+# --------------------------------------------------------------------------------------------------------------
+# Processes
+# --------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Distributed:
+    """Rank and world size of this process; ``owns_group`` when it was this object that started the group."""
+
+    rank: int = 0
+    world_size: int = 1
+    owns_group: bool = False
+
+    @classmethod
+    def setup(cls, device: torch.device) -> Distributed:
+        """Join the process group torchrun describes in the environment (WORLD_SIZE, RANK, MASTER_ADDR, ...)."""
+        if dist.is_available() and dist.is_initialized():
+            return cls(dist.get_rank(), dist.get_world_size(), owns_group=False)
+        world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        if world_size <= 1:
+            return cls()
+        if not dist.is_available():
+            raise RuntimeError("WORLD_SIZE > 1 but this torch build has no torch.distributed")
+        dist.init_process_group(backend="gloo" if device.type == "cpu" else "nccl")
+        return cls(dist.get_rank(), dist.get_world_size(), owns_group=True)
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def active(self) -> bool:
+        return self.world_size > 1
+
+    def sum(self, values: Sequence[float]) -> list[float]:
+        """Element-wise sum over all processes (float64, so token counts stay exact)."""
+        tensor = torch.tensor(list(values), dtype=torch.float64)
+        if self.active:
+            dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+        return [float(v) for v in tensor.tolist()]
+
+    def gather(self, obj: Any) -> list[Any]:
+        """Every process's ``obj``, in rank order, on every process."""
+        if not self.active:
+            return [obj]
+        out: list[Any] = [None] * self.world_size
+        dist.all_gather_object(out, obj)
+        return out
+
+    def broadcast(self, obj: Any) -> Any:
+        """Rank 0's ``obj`` on every process."""
+        if not self.active:
+            return obj
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def barrier(self) -> None:
+        if self.active:
+            dist.barrier()
+
+    def close(self) -> None:
+        if self.owns_group and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Precision
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _cpu_flags() -> set[str]:
+    system = platform.system()
+    if system == "Linux":
+        try:
+            text = Path("/proc/cpuinfo").read_text(errors="replace")
+        except OSError:
+            return set()
+        flags: set[str] = set()
+        for line in text.splitlines():
+            key, _, value = line.partition(":")
+            if key.strip().lower() in ("flags", "features"):  # x86 says flags, ARM says Features
+                flags.update(value.split())
+        return flags
+    if system == "Darwin":
+        try:
+            out = subprocess.run(
+                ["sysctl", "-n", "hw.optional.arm.FEAT_BF16"],
+                capture_output=True,
+                text=True,
+                timeout=5,
+                check=False,
+            ).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return set()
+        return {"bf16"} if out == "1" else set()
+    return set()
+
+
+@functools.cache
+def _cpu_bf16_supported() -> bool:
+    # AVX512-BF16 and AMX (x86) or the BF16 extension (ARM) make bf16 matmuls fast; without them PyTorch
+    # emulates bf16 and autocast makes training slower, not faster.
+    if not _cpu_flags() & {"avx512_bf16", "amx_bf16", "bf16"}:
+        return False
+    try:
+        a = torch.ones(16, 16, dtype=torch.bfloat16)
+        return bool(torch.isfinite((a @ a).float()).all())
+    except RuntimeError:
+        return False
+
+
+def bf16_supported(device: torch.device) -> bool:
+    """Whether bfloat16 autocast runs natively (fast) on ``device``."""
+    if device.type == "cpu":
+        return _cpu_bf16_supported()
+    if device.type == "cuda":
+        return bool(torch.cuda.is_bf16_supported(including_emulation=False))
+    return False
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Randomness
+# --------------------------------------------------------------------------------------------------------------
+
+
+def rng_state() -> dict[str, Any]:
+    """The state of every RNG training draws from (Python's, torch's CPU generator, CUDA's when present)."""
+    state: dict[str, Any] = {"python": random.getstate(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: Mapping[str, Any]) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Files
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _fsync_tree(root: Path) -> None:
+    for path in [*root.rglob("*"), root]:
+        if path.is_dir() and os.name != "posix":
+            continue  # only POSIX can fsync a directory
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def write_dir_atomically(target: Path, fill: Callable[[Path], None]) -> Path:
+    """Create directory ``target`` by calling ``fill(tmp)`` on a sibling temporary directory, flushing it to disk
+    and renaming it into place. A crash at any point leaves either no ``target`` or a complete one (plus a
+    ``.*.tmp-*`` leftover that ``remove_leftovers`` clears). An existing ``target`` is replaced."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.parent / f".{target.name}.tmp-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    try:
+        fill(tmp)
+        _fsync_tree(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if target.exists():
+        old = target.parent / f".{target.name}.old-{os.getpid()}"
+        os.replace(target, old)
+        os.replace(tmp, target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, target)
+    return target
+
+
+def remove_leftovers(directory: Path) -> None:
+    """Delete the temporary directories of writes that a killed process never finished."""
+    if directory.is_dir():
+        for entry in directory.iterdir():
+            if (
+                entry.is_dir()
+                and entry.name.startswith(".")
+                and (".tmp-" in entry.name or ".old-" in entry.name)
+            ):
+                shutil.rmtree(entry, ignore_errors=True)
+
+
+def write_text_atomically(path: Path, text: str) -> None:
+    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+
+
+def checkpoints(output_dir: Path, *, marker: str) -> list[tuple[int, Path]]:
+    """(step, path) of the complete ``checkpoint-<step>`` directories (those holding ``marker``), oldest first."""
+    if not output_dir.is_dir():
+        return []
+    found = []
+    for entry in output_dir.iterdir():
+        match = _CHECKPOINT.match(entry.name)
+        if match and (entry / marker).is_file():
+            found.append((int(match.group(1)), entry))
+    return sorted(found)
+
+
+def latest_checkpoint(output_dir: Path, *, marker: str) -> Path | None:
+    found = checkpoints(output_dir, marker=marker)
+    return found[-1][1] if found else None
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Metrics
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _tensorboard_writer(log_dir: Path) -> Any | None:
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard is optional
+        return None
+    return SummaryWriter(log_dir=str(log_dir))
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The records of a JSONL file; a torn last line (a killed writer) is ignored."""
+    if not path.is_file():
+        return []
+    records = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
+
+
+class MetricsLog:
+    """Append-only ``metrics.jsonl``; each record has a ``step``. Inactive (writes nothing) off the main process."""
+
+    def __init__(self, path: Path, *, active: bool = True, tensorboard: bool = True) -> None:
+        self.path = path
+        self.active = active
+        self._tensorboard = (
+            _tensorboard_writer(path.parent / "tensorboard") if active and tensorboard else None
+        )
+        self._handle: Any = None
+
+    def keep_until(self, step: int) -> None:
+        """Drop records after ``step``: a resumed run redoes those steps and logs them again."""
+        if not self.active or not self.path.exists():
+            return
+        kept = [r for r in read_jsonl(self.path) if int(r.get("step", 0)) <= step]
+        write_text_atomically(self.path, "".join(json.dumps(r) + "\n" for r in kept))
+
+    def clear(self) -> None:
+        if self.active and self.path.exists():
+            self.path.unlink()
+
+    def write(self, record: Mapping[str, Any]) -> None:
+        if not self.active:
+            return
+        if self._handle is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._handle = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (kept open for the whole run)
+        self._handle.write(json.dumps(dict(record)) + "\n")
+        self._handle.flush()
+        if self._tensorboard is not None:
+            prefix = str(record.get("kind", "train"))
+            for key, value in record.items():
+                if key not in ("step", "kind") and isinstance(value, (int, float)) and math.isfinite(value):
+                    self._tensorboard.add_scalar(f"{prefix}/{key}", value, int(record["step"]))
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+        if self._tensorboard is not None:
+            self._tensorboard.close()
+            self._tensorboard = None
