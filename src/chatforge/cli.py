@@ -39,7 +39,7 @@ def add_runtime_args(parser: argparse.ArgumentParser) -> None:
         "--dtype",
         choices=("auto", "float32", "bfloat16"),
         default="auto",
-        help="weights dtype for inference; auto = bfloat16 where the CPU computes it natively, else float32",
+        help="weights dtype for inference; auto = bfloat16 on GPUs, float32 on CPUs",
     )
 
 
