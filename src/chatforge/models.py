@@ -302,15 +302,6 @@ def parse_dtype(dtype: str | torch.dtype) -> torch.dtype:
     return _DTYPES[dtype]
 
 
-def cpu_has_native_bf16() -> bool:
-    """True on CPUs with AVX512-BF16 or AMX, where bfloat16 matmuls run natively (elsewhere they are emulated)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
 def inference_dtype(choice: str = "auto") -> str:
     """Resolve a --dtype choice: "auto" = bfloat16 on GPUs, float32 on CPUs.
 
