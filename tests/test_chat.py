@@ -138,3 +138,50 @@ def test_load_conversation_json():
     assert conv.messages == (Message("user", "hi"),)
     with pytest.raises(ConversationError, match="not valid JSON"):
         chat.load_conversation_json("{nope")
+
+
+@pytest.mark.parametrize("fixture", ["smol_tokenizer", "gemma_tokenizer"])
+def test_mask_when_a_user_turn_contains_the_reply(fixture, request):
+    tokenizer = request.getfixturevalue(fixture)
+    eot = chat.end_of_turn(tokenizer)
+    messages = [
+        {"role": "user", "content": "Say Yes"},
+        {"role": "assistant", "content": "Yes"},
+        {"role": "user", "content": "Yes"},
+        {"role": "assistant", "content": "Yes"},
+    ]
+    encoded = chat.encode_conversation(tokenizer, messages)
+    masked = [t for t, bit in zip(encoded.input_ids, encoded.assistant_mask, strict=True) if bit]
+    assert tokenizer.decode(masked) == ("Yes" + eot) * 2
+    assert encoded.input_ids == tokenizer.apply_chat_template(messages, tokenize=True, return_dict=False)
+
+
+def test_long_conversations_encode_in_linear_time(smol_tokenizer):
+    import time
+
+    messages = []
+    for i in range(200):
+        messages += [{"role": "user", "content": f"question {i}"}, {"role": "assistant", "content": f"answer {i}"}]
+    start = time.perf_counter()
+    encoded = chat.encode_conversation(smol_tokenizer, messages)
+    assert time.perf_counter() - start < 2.0  # rendering every prefix took ~40 s here
+    assert sum(encoded.assistant_mask) == sum(
+        len(smol_tokenizer.encode(f"answer {i}<|im_end|>", add_special_tokens=False)) for i in range(200)
+    )
+
+
+def test_mask_with_a_template_that_rewrites_replies(smol_tokenizer):
+    """A template that trims replies cannot be searched for the reply text: the prefix-by-prefix path handles it."""
+    import copy
+
+    tokenizer = copy.deepcopy(smol_tokenizer)
+    tokenizer.chat_template = (
+        "{%- for message in messages -%}"
+        "{{ '<|im_start|>' + message['role'] + '\n' + (message['content'] | trim) + '<|im_end|>\n' }}"
+        "{%- endfor -%}"
+        "{%- if add_generation_prompt -%}{{ '<|im_start|>assistant\n' }}{%- endif -%}"
+    )
+    messages = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "  Hello there.  "}]
+    encoded = chat.encode_conversation(tokenizer, messages)
+    masked = [t for t, bit in zip(encoded.input_ids, encoded.assistant_mask, strict=True) if bit]
+    assert tokenizer.decode(masked) == "Hello there.<|im_end|>"

@@ -270,8 +270,22 @@ def text_segments(
     marker = end_of_turn(tokenizer)
     segments: list[tuple[str, bool]] = []
     done = 0  # characters of `full` already assigned to a segment
+    generation_prompt: str | None = None
     for i, m in enumerate(msgs):
         if m.role != "assistant":
+            continue
+        # Fast path: templates that write the generation prompt, then the reply verbatim, then the marker (ChatML,
+        # Gemma) let us find the reply in the full rendering; rendering every prefix costs O(turns^2) on long chats.
+        # A user turn cannot match by accident: it is not preceded by the generation prompt.
+        if generation_prompt is None:
+            generation_prompt = _generation_prompt(tokenizer)
+        at = full.find(generation_prompt + m.content + marker, done) if generation_prompt else -1
+        if at >= 0:
+            start = at + len(generation_prompt)
+            end = start + len(m.content) + len(marker)
+            segments.append((full[done:start], False))
+            segments.append((full[start:end], True))
+            done = end
             continue
         prompt = render(tokenizer, msgs[:i], add_generation_prompt=True)
         upto = render(tokenizer, msgs[: i + 1])
@@ -288,6 +302,15 @@ def text_segments(
         done = end
     segments.append((full[done:], False))
     return [(text, is_assistant) for text, is_assistant in segments if text]
+
+
+def _generation_prompt(tokenizer: Any) -> str:
+    """The text the template adds to open an assistant turn (e.g. "<|im_start|>assistant\\n"), or "" if that
+    cannot be told apart from the rest of the rendering."""
+    probe = [{"role": "user", "content": "x"}]
+    closed = tokenizer.apply_chat_template(probe, tokenize=False, add_generation_prompt=False)
+    opened = tokenizer.apply_chat_template(probe, tokenize=False, add_generation_prompt=True)
+    return str(opened)[len(closed) :] if str(opened).startswith(str(closed)) else ""
 
 
 def encode_conversation(
