@@ -2,7 +2,8 @@
 
 * ``Distributed``: the process group under ``torchrun`` (gloo on CPU), or a one-process stand-in, with the three
   collectives the trainers use;
-* ``bf16_supported``: whether bfloat16 autocast is fast here (a CPU without native bf16 emulates it, slowly);
+* ``bf16_supported``: whether bfloat16 autocast is fast here (measured: a CPU without native bf16 emulates it, and
+  some torch builds are slower in bf16 even with it);
 * ``rng_state`` / ``set_rng_state``: every RNG a training step draws from, for exact resumption;
 * ``write_dir_atomically``: build a directory aside and rename it into place, so a killed run never leaves a
   half-written checkpoint where a resume would look;
@@ -130,15 +131,31 @@ def _cpu_flags() -> set[str]:
 
 @functools.cache
 def _cpu_bf16_supported() -> bool:
-    # AVX512-BF16 and AMX (x86) or the BF16 extension (ARM) make bf16 matmuls fast; without them PyTorch
-    # emulates bf16 and autocast makes training slower, not faster.
+    # AVX512-BF16 and AMX (x86) or the BF16 extension (ARM) can make bf16 matmuls fast; without them PyTorch
+    # emulates bf16 and autocast makes training slower. Even with the flag, whether torch's CPU kernels use it
+    # depends on the build: torch 2.13's CPU wheel on an AVX512-BF16 Xeon trained 2.5x *slower* under bf16
+    # autocast than in float32. So measure: bf16 only where a training-sized matmul is clearly faster in it.
     if not _cpu_flags() & {"avx512_bf16", "amx_bf16", "bf16"}:
         return False
     try:
-        a = torch.ones(16, 16, dtype=torch.bfloat16)
-        return bool(torch.isfinite((a @ a).float()).all())
+        return _matmul_seconds(torch.bfloat16) * 1.25 < _matmul_seconds(torch.float32)
     except RuntimeError:
         return False
+
+
+def _matmul_seconds(dtype: torch.dtype, repeats: int = 3) -> float:
+    """Best time of a (512 x 1024) @ (1024 x 1024) matmul: the shape of a training step's projections."""
+    import time
+
+    a = torch.randn(512, 1024).to(dtype)
+    b = torch.randn(1024, 1024).to(dtype)
+    a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - start)
+    return best
 
 
 def bf16_supported(device: torch.device) -> bool:
