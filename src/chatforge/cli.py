@@ -100,6 +100,33 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval_behaviours(args: argparse.Namespace) -> int:
+    _quiet_transformers()
+    from chatforge import models
+    from chatforge.evaluate.behaviour import evaluate_behaviours, heldout_prompts
+    from chatforge.generation import TorchEngine
+
+    models.set_threads(args.threads)
+    try:
+        model, tokenizer = models.load_model(args.model, dtype=models.inference_dtype(args.dtype))
+    except (models.ModelNotFoundError, ValueError) as err:
+        print(f"chatforge eval behaviours: {err}", file=sys.stderr)
+        return 2
+    prompts = heldout_prompts(args.per_category, seed=args.seed)
+    report = evaluate_behaviours(
+        TorchEngine(model, tokenizer), prompts, model_name=args.model, max_new_tokens=args.max_new_tokens
+    )
+    print(report.format())
+    if args.show:
+        for result in report.results[: args.show]:
+            mark = "PASS" if result.passed else "FAIL"
+            print(f"\n[{mark} {result.category}: {result.reason}]\n> {result.prompt}\n{result.reply}")
+    if args.json:
+        report.write_json(args.json)
+        print(f"written to {args.json}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from chatforge import __version__
 
@@ -122,6 +149,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("models", help="list the packaged models and the local model cache")
     p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("eval", help="evaluate a model")
+    eval_sub = p.add_subparsers(dest="evaluation", metavar="EVALUATION", required=True)
+    p = eval_sub.add_parser("behaviours", help="pass rates on held-out behaviour prompts (identity, refusal, ...)")
+    p.add_argument("--model", default=DEFAULT_CHAT_MODEL, help="packaged name, checkpoint dir, .gguf file or hub id")
+    p.add_argument("--per-category", type=int, default=20, help="held-out prompts per category (default %(default)s)")
+    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--seed", type=int, default=0, help="seed of the behaviour data (its held-out split)")
+    p.add_argument("--show", type=int, default=0, help="print this many prompts with replies and verdicts")
+    p.add_argument("--json", default=None, help="write every prompt, reply and verdict here")
+    add_runtime_args(p)
+    p.set_defaults(func=cmd_eval_behaviours)
 
     for module_name in STAGE_MODULES:
         try:
