@@ -127,6 +127,70 @@ def cmd_eval_behaviours(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sample(args: argparse.Namespace) -> int:
+    _quiet_transformers()
+    import itertools
+
+    from chatforge import models
+    from chatforge.generation import SamplingParams, TorchEngine
+    from chatforge.raters.simulated import save_tasks
+    from chatforge.sampling import SamplingReport, load_prompts, resolve_policy, sample_tasks
+
+    models.set_threads(args.threads)
+    try:
+        params = SamplingParams(
+            max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
+            seed=args.seed if args.seed is not None else 0,
+        )
+        policy = resolve_policy(args.policy)
+        prompts = load_prompts(args.prompts, seed=args.seed or 0)
+        model, tokenizer = models.load_model(policy, dtype=models.inference_dtype(args.dtype))
+    except (models.ModelNotFoundError, ValueError, FileNotFoundError) as err:
+        print(f"chatforge sample: {err}", file=sys.stderr)
+        return 2
+    import random
+
+    random.Random(args.seed or 0).shuffle(prompts)
+    report = SamplingReport()
+    tasks = sample_tasks(
+        TorchEngine(model, tokenizer), prompts, k=args.k, params=params, model_name=policy, report=report
+    )
+    save_tasks(args.out, itertools.islice(tasks, args.n))
+    print(report.format())
+    print(f"written to {args.out}")
+    return 0
+
+
+def cmd_rate(args: argparse.Namespace) -> int:
+    _quiet_transformers()
+    from chatforge.data.comparisons import save_comparisons
+    from chatforge.raters.simulated import (
+        RatingError,
+        calibrate_noise,
+        load_tasks,
+        make_panel,
+        panel_agreement,
+        rate_tasks,
+    )
+
+    try:
+        tasks = load_tasks(args.tasks)
+    except (OSError, RatingError) as err:
+        print(f"chatforge rate: {err}", file=sys.stderr)
+        return 2
+    noise = args.noise
+    if args.agreement is not None:
+        noise, measured = calibrate_noise(tasks, args.agreement, size=args.raters, seed=args.seed)
+        print(f"noise {noise:.3f} gives the panel {100 * measured:.1f}% agreement (target {100 * args.agreement:.0f}%)")
+    panel = make_panel(args.raters, noise=noise, seed=args.seed)
+    agreement = panel_agreement(panel, tasks) if args.raters > 1 else float("nan")
+    comparisons = rate_tasks(panel, tasks, every_rater=args.every_rater)
+    save_comparisons(args.out, comparisons)
+    print(f"{len(tasks)} tasks rated by {args.raters} simulated rater(s) (noise {noise:.3f}); "
+          f"panel agreement {100 * agreement:.1f}%; {len(comparisons)} comparisons written to {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from chatforge import __version__
 
@@ -149,6 +213,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("models", help="list the packaged models and the local model cache")
     p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("sample", help="sample K responses per prompt from a policy, as rating tasks")
+    p.add_argument("--policy", required=True, help="a run dir (uses its final/), checkpoint dir or model name")
+    p.add_argument("--prompts", default="behaviours", help="behaviours, behaviours-eval, sharegpt, chitchat, mtbench or a JSONL file")
+    p.add_argument("--k", type=int, default=4, help="responses per prompt, 2-9 (default %(default)s)")
+    p.add_argument("--n", type=int, default=64, help="number of prompts (default %(default)s)")
+    p.add_argument("--out", required=True, help="rating tasks JSONL to write")
+    add_sampling_args(p, temperature=1.0)
+    add_runtime_args(p)
+    p.set_defaults(func=cmd_sample, max_new_tokens=128)
+
+    p = sub.add_parser("rate", help="rank rating tasks with the simulated rater panel, writing comparisons")
+    p.add_argument("--tasks", required=True, help="rating tasks JSONL (from chatforge sample)")
+    p.add_argument("--out", required=True, help="comparisons JSONL to write")
+    p.add_argument("--raters", type=int, default=3, help="panel size (default %(default)s)")
+    p.add_argument("--noise", type=float, default=0.5, help="each rater's score noise (default %(default)s)")
+    p.add_argument("--agreement", type=float, default=None, help="instead of --noise: tune noise to this agreement, e.g. 0.73")
+    p.add_argument("--every-rater", action="store_true", help="every rater ranks every task (default: take turns)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_rate)
 
     p = sub.add_parser("eval", help="evaluate a model")
     eval_sub = p.add_subparsers(dest="evaluation", metavar="EVALUATION", required=True)
