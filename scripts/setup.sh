@@ -9,5 +9,5 @@ pip=(.venv/bin/python -m pip --disable-pip-version-check -q)
 # The CPU build of torch (a few hundred MB). On a GPU machine install your CUDA torch first; this pin then does
 # nothing if that torch is 2.13.0, so edit it or skip it (see README, "GPU machines").
 "${pip[@]}" install "torch==2.13.0"
-"${pip[@]}" install -e ".[dev]"
+"${pip[@]}" install -e ".[dev,bench]"
 "${pip[@]}" install --no-deps -r requirements-packaged.txt

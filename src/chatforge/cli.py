@@ -12,7 +12,7 @@ from collections.abc import Sequence
 DEFAULT_CHAT_MODEL = "smollm2-135m-instruct"
 
 # Stage modules that add their own commands (each exposes register_cli(subparsers)).
-STAGE_MODULES = ("chatforge.data", "chatforge.train.sft")
+STAGE_MODULES = ("chatforge.data", "chatforge.train.sft", "chatforge.train.reward")
 
 
 def _quiet_transformers() -> None:
