@@ -12,7 +12,13 @@ from collections.abc import Sequence
 DEFAULT_CHAT_MODEL = "smollm2-135m-instruct"
 
 # Stage modules that add their own commands (each exposes register_cli(subparsers)).
-STAGE_MODULES = ("chatforge.data", "chatforge.train.sft", "chatforge.train.reward")
+STAGE_MODULES = (
+    "chatforge.data",
+    "chatforge.train.sft",
+    "chatforge.train.reward",
+    "chatforge.train.ppo",
+    "chatforge.train.dpo",
+)
 
 
 def _quiet_transformers() -> None:

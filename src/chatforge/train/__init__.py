@@ -3,7 +3,11 @@ precision, checkpoints, metrics) is in ``common``, the batch layout in ``packing
 the RL losses in ``losses``.
 
 * ``sft``: supervised fine-tuning on conversations (``SFTConfig``, ``SFTTrainer``);
-* ``reward``: the reward model on ranked comparisons (``RewardConfig``, ``RewardTrainer``, ``RewardModel``).
+* ``reward``: the reward model on ranked comparisons (``RewardConfig``, ``RewardTrainer``, ``RewardModel``);
+* ``ppo``: PPO with a KL penalty to the SFT model, optionally PPO-ptx (``PPOConfig``, ``PPOTrainer``);
+* ``dpo``: DPO on comparison records (``DPOConfig``, ``DPOTrainer``);
+* ``best_of_n``: best-of-n sampling with a reward model and expert iteration (``best_of_n``, ``expert_iteration``);
+* ``rollout``: what those three share (sampling, scoring, the packed log-prob forward pass).
 """
 
 from typing import Any
@@ -15,15 +19,32 @@ from chatforge.train.sft import SFTConfig, SFTResult, SFTTrainer
 _REWARD_EXPORTS = ("RewardConfig", "RewardModel", "RewardResult", "RewardTrainer")
 
 
-def __getattr__(name: str) -> Any:
-    if name in _REWARD_EXPORTS:
-        from chatforge.train import reward
+_LAZY = {
+    **{name: "reward" for name in _REWARD_EXPORTS},
+    "PPOConfig": "ppo",
+    "PPOResult": "ppo",
+    "PPOTrainer": "ppo",
+    "DPOConfig": "dpo",
+    "DPOResult": "dpo",
+    "DPOTrainer": "dpo",
+}
 
-        return getattr(reward, name)
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f"chatforge.train.{_LAZY[name]}"), name)
     raise AttributeError(f"module 'chatforge.train' has no attribute {name!r}")
 
 
 __all__ = [
+    "DPOConfig",
+    "DPOResult",
+    "DPOTrainer",
+    "PPOConfig",
+    "PPOResult",
+    "PPOTrainer",
     "RewardConfig",
     "RewardModel",
     "RewardResult",

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from chatforge.train import sft
+from chatforge.train import dpo, ppo, reward, sft
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -16,7 +16,8 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m chatforge.train", description="chatforge training stages"
     )
     stages = parser.add_subparsers(dest="stage", required=True, metavar="STAGE")
-    sft.register_cli(stages)
+    for stage in (sft, reward, ppo, dpo):
+        stage.register_cli(stages)
     args = parser.parse_args(argv)
     return int(args.func(args))
 

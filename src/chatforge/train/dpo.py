@@ -1,0 +1,363 @@
+"""DPO (Rafailov et al. 2023): learn from comparisons without a reward model or sampling.
+
+``DPOTrainer(config, policy, tokenizer, comparisons).train()`` on ``chatforge.data.comparisons.Comparison``
+records. Every strictly ordered pair of a ranking (``Comparison.pairs()``: K responses give up to C(K, 2)) is a
+(chosen, rejected) example; the loss is ``losses.dpo_loss`` on the summed log-probabilities of the two responses
+under the policy and the reference.
+
+The reference is the initial policy. Its log-probabilities are computed once, before the first step (with LoRA:
+the adapters disabled; without: the very weights about to be trained), so no second model is kept in memory.
+Responses are scored with the same packed forward pass as PPO (``rollout.sequence_forward``): the response is the
+assistant reply and its end-of-turn token, as the chat template renders it. Each step takes ``batch_pairs`` pairs
+per process (DDP under torchrun); checkpoints hold model (merged with LoRA), adapter, optimizer, scheduler, RNG
+and step, and resume exactly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import random
+import shutil
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import torch
+from pydantic import ConfigDict
+from torch import nn
+
+from chatforge import chat, models
+from chatforge.train import common, losses, packing, rollout
+from chatforge.train.sft import SFTTrainer, _link_tree, _load_weights, _with_lora
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "trainer_state.pt"
+STATE_VERSION = 1
+
+
+class DPOConfigError(ValueError):
+    """A DPO configuration that cannot run."""
+
+
+@dataclass
+class DPOConfig(rollout.ConfigIO):
+    __pydantic_config__: ClassVar[ConfigDict] = ConfigDict(extra="forbid")
+    _error: ClassVar[type[ValueError]] = DPOConfigError
+    _what: ClassVar[str] = "DPO"
+
+    output_dir: str = field(metadata={"help": "run directory"})
+    policy: str | None = field(default=None, metadata={"help": "SFT run directory or model to start from (command)"})
+    comparisons: str | None = field(default=None, metadata={"help": "comparison records, JSONL (command)"})
+    beta: float = field(default=0.1, metadata={"help": "DPO beta: strength of the implicit KL to the reference"})
+    label_smoothing: float = field(default=0.0, metadata={"help": "cDPO: assumed share of flipped labels"})
+    learning_rate: float = field(default=5e-6, metadata={"help": "AdamW learning rate (LoRA: ~1e-4)"})
+    epochs: int = field(default=1, metadata={"help": "passes over the pairs (ignored with max_steps)"})
+    max_steps: int | None = field(default=None, metadata={"help": "train exactly this many steps"})
+    batch_pairs: int = field(default=8, metadata={"help": "pairs per step per process"})
+    max_seq_len: int = field(default=1024, metadata={"help": "longer sequences lose the start of their context"})
+    warmup_steps: int = field(default=0, metadata={"help": "linear warmup steps"})
+    max_grad_norm: float | None = field(default=1.0, metadata={"help": "gradient clipping (null: off)"})
+    seed: int = field(default=0, metadata={"help": "seed of pair order and LoRA init"})
+    bf16: bool | Literal["auto"] = field(default=False, metadata={"help": "bf16 autocast"})
+    lora: bool = field(default=False, metadata={"help": "train LoRA adapters (reference = adapters disabled)"})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling numerator"})
+    lora_dropout: float = field(default=0.0, metadata={"help": "LoRA dropout (unused: eval-mode forward)"})
+    lora_target_modules: list[str] | str = field(default="all-linear", metadata={"help": "modules to adapt"})
+    save_every: int | None = field(default=None, metadata={"help": "checkpoint every N steps (and at the end)"})
+    save_limit: int | None = field(default=2, metadata={"help": "keep the newest N checkpoints"})
+    resume: bool = field(default=False, metadata={"help": "continue from the newest checkpoint"})
+    overwrite: bool = field(default=False, metadata={"help": "delete an earlier run in output_dir"})
+    threads: int | None = field(default=None, metadata={"help": "torch threads"})
+    tensorboard: bool = field(default=True, metadata={"help": "also log to TensorBoard when installed"})
+    progress: bool = field(default=True, metadata={"help": "show a progress bar"})
+
+    def __post_init__(self) -> None:
+        self._check()
+
+    def problems(self) -> list[str]:
+        out: list[str] = []
+        number = rollout.number_checker(self, out)
+        if not isinstance(self.output_dir, str) or not self.output_dir.strip():
+            out.append("output_dir must be a non-empty path")
+        number("beta", minimum=0.0, inclusive=False)
+        number("label_smoothing", minimum=0.0)
+        if isinstance(self.label_smoothing, (int, float)) and self.label_smoothing >= 0.5:
+            out.append(f"label_smoothing must be below 0.5, got {self.label_smoothing!r}")
+        number("learning_rate", minimum=0.0, inclusive=False)
+        for name in ("epochs", "batch_pairs", "lora_r", "lora_alpha"):
+            number(name, minimum=1, integer=True)
+        number("max_steps", minimum=1, integer=True, optional=True)
+        number("max_seq_len", minimum=4, integer=True)
+        number("warmup_steps", minimum=0, integer=True)
+        number("seed", minimum=0, integer=True)
+        number("max_grad_norm", minimum=0.0, inclusive=False, optional=True)
+        number("save_every", minimum=1, integer=True, optional=True)
+        number("save_limit", minimum=1, integer=True, optional=True)
+        number("threads", minimum=1, integer=True, optional=True)
+        if self.resume and self.overwrite:
+            out.append("resume and overwrite contradict each other: give one")
+        return out
+
+
+@dataclass(frozen=True)
+class PreferencePair:
+    chosen: tuple[list[int], int]  # (token ids, index of the first response token)
+    rejected: tuple[list[int], int]
+
+
+def encode_reply(tokenizer: Any, context: Sequence[chat.Message], reply: str, max_seq_len: int) -> tuple[list[int], int]:
+    """(ids of context + reply, start of the reply): the reply's tokens are its final assistant-masked run."""
+    encoded = chat.encode_conversation(tokenizer, [*context, chat.Message("assistant", reply)])
+    ids, mask = encoded.input_ids, encoded.assistant_mask
+    end = max(i for i, m in enumerate(mask) if m) + 1
+    start = end
+    while start > 0 and mask[start - 1]:
+        start -= 1
+    ids = ids[:end]
+    if len(ids) > max_seq_len:  # keep the reply, cut the context from the left
+        cut = len(ids) - max_seq_len
+        ids, start = ids[cut:], max(start - cut, 1)
+    return ids, max(start, 1)
+
+
+def preference_pairs(tokenizer: Any, comparisons: Sequence[Any], max_seq_len: int) -> list[PreferencePair]:
+    """Every strictly ordered (better, worse) pair of every comparison, tokenized."""
+    out = []
+    for c in comparisons:
+        for better, worse in c.pairs():
+            out.append(
+                PreferencePair(
+                    encode_reply(tokenizer, c.context, c.responses[better].text, max_seq_len),
+                    encode_reply(tokenizer, c.context, c.responses[worse].text, max_seq_len),
+                )
+            )
+    return out
+
+
+class _SequenceLogprobs(nn.Module):
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: rollout.Packed) -> torch.Tensor:
+        out = rollout.sequence_forward(self.model, batch, with_entropy=False)
+        return torch.stack([out.logprobs[a:b].sum() for a, b in batch.spans])
+
+
+@dataclass(frozen=True)
+class DPOResult:
+    step: int
+    loss: float | None
+    accuracy: float | None
+    checkpoint_dir: Path | None
+    final_dir: Path | None
+    adapter_dir: Path | None
+
+
+class DPOTrainer:
+    def __init__(
+        self,
+        config: DPOConfig,
+        policy: Any,
+        tokenizer: Any,
+        comparisons: Sequence[Any],
+        *,
+        on_log: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.tokenizer = tokenizer
+        self.on_log = on_log
+        self.output_dir = Path(config.output_dir)
+        self.device = next(policy.parameters()).device
+        self.dist = common.Distributed.setup(self.device)
+        self.pairs = preference_pairs(tokenizer, comparisons, config.max_seq_len)
+        if len(self.pairs) < config.batch_pairs * self.dist.world_size:
+            raise DPOConfigError(f"{len(self.pairs)} preference pairs: fewer than one step takes")
+        self._pad_id = next((int(i) for i in (tokenizer.pad_token_id, tokenizer.eos_token_id) if isinstance(i, int)), 0)
+        random.seed(config.seed)
+        torch.manual_seed(config.seed)
+        if config.lora:
+            policy = _with_lora(policy, config)  # type: ignore[arg-type]
+        self.model = policy.eval()
+        self._module = _SequenceLogprobs(self.model)
+        self.trainable = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(self.trainable, lr=config.learning_rate)
+        from transformers import get_constant_schedule_with_warmup
+
+        self.scheduler = get_constant_schedule_with_warmup(self.optimizer, config.warmup_steps)
+        self.steps_per_epoch = len(self.pairs) // (config.batch_pairs * self.dist.world_size)
+        self.total_steps = config.max_steps or self.steps_per_epoch * config.epochs
+        self.step = 0
+        self.reference = self._reference_logprobs()  # [pairs, 2], before any update
+        self.metrics = common.MetricsLog(self.output_dir / "metrics.jsonl", active=False)
+
+    def _pack(self, indices: Sequence[int]) -> rollout.Packed:
+        sequences = [s for i in indices for s in (self.pairs[i].chosen, self.pairs[i].rejected)]
+        return rollout.pack(sequences, self._pad_id, self.device)
+
+    @torch.no_grad()
+    def _reference_logprobs(self) -> torch.Tensor:
+        context = self.model.disable_adapter() if self.config.lora else contextlib.nullcontext()
+        out = []
+        with context:
+            for start in range(0, len(self.pairs), 16):
+                out.append(self._module(self._pack(range(start, min(start + 16, len(self.pairs))))).view(-1, 2))
+        return torch.cat(out)
+
+    def step_pairs(self, step: int) -> list[int]:
+        epoch, within = divmod(step, self.steps_per_epoch)
+        order = packing.epoch_order(len(self.pairs), seed=self.config.seed, epoch=epoch)
+        size = self.config.batch_pairs
+        first = (within * self.dist.world_size + self.dist.rank) * size
+        return order[first : first + size]
+
+    def train(self, resume: bool | None = None) -> DPOResult:
+        from chatforge.train.ppo import PPOTrainer  # the run-directory handling is the same as PPO's
+
+        resume = self.config.resume if resume is None else resume
+        models.set_threads(self.config.threads)
+        try:
+            PPOTrainer._prepare_output_dir(self, resume)  # type: ignore[arg-type]
+            self.metrics = common.MetricsLog(
+                self.output_dir / "metrics.jsonl", active=self.dist.is_main, tensorboard=self.config.tensorboard
+            )
+            if resume:
+                self._load_latest_checkpoint()
+            return self._run()
+        finally:
+            self.metrics.close()
+            self.dist.close()
+
+    def _run(self) -> DPOResult:
+        module: nn.Module = self._module
+        if self.dist.active:
+            from torch.nn.parallel import DistributedDataParallel
+
+            module = DistributedDataParallel(self._module)
+        loss_value = accuracy = None
+        while self.step < self.total_steps:
+            started = time.monotonic()
+            indices = self.step_pairs(self.step)
+            logps = module(self._pack(indices)).view(-1, 2)
+            ref = self.reference[indices]
+            loss, chosen, rejected = losses.dpo_loss(
+                logps[:, 0], logps[:, 1], ref[:, 0], ref[:, 1], self.config.beta, self.config.label_smoothing
+            )
+            loss.backward()
+            limit = self.config.max_grad_norm if self.config.max_grad_norm is not None else float("inf")
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(self.trainable, limit))
+            self.optimizer.step()
+            self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.step += 1
+            n = len(indices)
+            total, loss_sum, correct, margin, rc, rr = self.dist.sum(
+                [n, float(loss.detach()) * n, float((chosen > rejected).sum()), float((chosen - rejected).sum()),
+                 float(chosen.sum()), float(rejected.sum())]
+            )
+            loss_value, accuracy = loss_sum / total, correct / total
+            record = {"kind": "train", "step": self.step, "loss": loss_value, "accuracy": accuracy,
+                      "margin": margin / total, "reward_chosen": rc / total, "reward_rejected": rr / total,
+                      "grad_norm": grad_norm, "lr": float(self.scheduler.get_last_lr()[0]),
+                      "step_time": time.monotonic() - started}
+            self.metrics.write(record)
+            if self.on_log is not None:
+                self.on_log(record)
+            if (self.config.save_every and self.step % self.config.save_every == 0) or self.step == self.total_steps:
+                self._save_checkpoint()
+        final, adapter = self.output_dir / "final", self.output_dir / "adapter"
+        if self.dist.is_main:
+            checkpoint = self._checkpoint_dir(self.step)
+            common.write_dir_atomically(final, lambda tmp: _link_tree(checkpoint / "model", tmp))
+            if self.config.lora:
+                common.write_dir_atomically(adapter, lambda tmp: _link_tree(checkpoint / "adapter", tmp))
+        self.dist.barrier()
+        return DPOResult(self.step, loss_value, accuracy, self._checkpoint_dir(self.step), final,
+                         adapter if self.config.lora else None)
+
+    def _checkpoint_dir(self, step: int) -> Path:
+        return self.output_dir / f"checkpoint-{step}"
+
+    def _save_checkpoint(self) -> None:
+        rng_states = self.dist.gather(common.rng_state())
+        if self.dist.is_main:
+            state = {"version": STATE_VERSION, "step": self.step, "optimizer": self.optimizer.state_dict(),
+                     "scheduler": self.scheduler.state_dict(), "rng": rng_states, "reference": self.reference,
+                     "plan": {"seed": self.config.seed, "batch_pairs": self.config.batch_pairs,
+                              "world_size": self.dist.world_size, "pairs": len(self.pairs)}}
+
+            def fill(tmp: Path) -> None:
+                SFTTrainer._save_model(self, tmp / "model")  # type: ignore[arg-type]
+                if self.config.lora:
+                    self.model.save_pretrained(tmp / "adapter")
+                (tmp / "trainer_state.json").write_text(json.dumps({"step": self.step, "config": self.config.to_dict()}, indent=2))
+                torch.save(state, tmp / STATE_FILE)
+
+            common.write_dir_atomically(self._checkpoint_dir(self.step), fill)
+            if self.config.save_limit is not None:
+                for _, old in common.checkpoints(self.output_dir, marker=STATE_FILE)[: -self.config.save_limit]:
+                    shutil.rmtree(old, ignore_errors=True)
+        self.dist.barrier()
+
+    def _load_latest_checkpoint(self) -> None:
+        checkpoint = common.latest_checkpoint(self.output_dir, marker=STATE_FILE)
+        if checkpoint is None:
+            self.metrics.keep_until(0)
+            return
+        state = torch.load(checkpoint / STATE_FILE, map_location="cpu", weights_only=True)
+        plan = {"seed": self.config.seed, "batch_pairs": self.config.batch_pairs,
+                "world_size": self.dist.world_size, "pairs": len(self.pairs)}
+        if state.get("version") != STATE_VERSION or state["plan"] != plan:
+            raise DPOConfigError(f"cannot resume from {checkpoint}: {state.get('plan')} -> {plan}")
+        if self.config.lora:
+            from peft import set_peft_model_state_dict
+            from safetensors.torch import load_file
+
+            set_peft_model_state_dict(self.model, load_file(checkpoint / "adapter" / "adapter_model.safetensors"))
+        else:
+            _load_weights(self.model, checkpoint / "model")
+        self.reference = state["reference"]  # the initial policy's, not the checkpoint's
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.step = int(state["step"])
+        common.set_rng_state(state["rng"][self.dist.rank])
+        self.metrics.keep_until(self.step)
+
+
+_ALIASES = {"output_dir": ["--out"], "learning_rate": ["--lr"]}
+
+
+def run_command(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        config = rollout.config_from_args(DPOConfig, args)
+        if not config.policy or not config.comparisons:
+            raise DPOConfigError("give --policy and --comparisons")
+        models.set_threads(config.threads)
+        from chatforge.data.comparisons import load_comparisons
+        from chatforge.train.ppo import load_policy
+
+        comparisons = load_comparisons(config.comparisons)
+        policy, tokenizer = load_policy(config.policy)
+        trainer = DPOTrainer(config, policy, tokenizer, comparisons)
+        result = trainer.train()
+    except (DPOConfigError, chat.ConversationError, models.ModelNotFoundError, FileExistsError, ValueError) as err:
+        print(f"chatforge dpo: error: {err}", file=sys.stderr)
+        return 2
+    if trainer.dist.is_main:
+        print(f"done: {result.step} steps, loss {result.loss:.4f}, accuracy {result.accuracy:.3f}\npolicy: {result.final_dir}")
+    return 0
+
+
+def register_cli(subparsers: Any) -> None:
+    parser = subparsers.add_parser("dpo", help="direct preference optimisation on comparison records")
+    rollout.add_config_arguments(parser, DPOConfig, _ALIASES)
+    parser.set_defaults(func=run_command)

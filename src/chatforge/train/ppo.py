@@ -1,0 +1,771 @@
+"""PPO with a per-token KL penalty to the SFT model (InstructGPT step 3), optionally PPO-ptx.
+
+``PPOTrainer(config, policy, tokenizer, reward, prompts, ptx_conversations=None).train()``. ``reward`` is a
+``RewardModel`` (``chatforge.train.reward``) or any callable ``score(conversations) -> list[float]``.
+
+One step:
+
+1. **rollout**: each process samples one response per prompt of its share of the step's prompts with the
+   generation engine on the policy (``TorchEngine``, temperature ``config.temperature``, default 1, no top-k/p);
+2. **score**: the reward model scores each (context, response); truncated responses (no end-of-turn within
+   ``max_new_tokens``) can get a fixed ``truncation_reward`` instead, empty ones get ``empty_reward``;
+3. **old log-probs, values, reference log-probs**: one no-grad, eval-mode forward pass of the policy over the
+   packed sequences (we do *not* reuse the sampling log-probs: batched KV-cache decoding and the packed training
+   forward differ in numerics, and PPO's first ratio must be exactly 1); the reference is the same weights with
+   the LoRA adapters disabled, or a frozen copy of the initial policy without LoRA;
+4. **rewards**: r_t = -beta (logp_t - logp_ref_t) at every response token, plus the score at the last one;
+   beta fixed, or adapted towards ``kl_target`` (Ziegler et al. 2019);
+5. **GAE** (gamma, lambda) with the value head's estimates; advantages whitened over the rollout batch (all
+   processes);
+6. ``ppo_epochs`` passes over shuffled minibatches: clipped policy loss + vf_coef * clipped value loss
+   - entropy_coef * entropy (+ ptx_coef * SFT loss on SFT conversations), one optimizer step per minibatch; the
+   epochs stop early when a minibatch's approx-KL to the rollout policy exceeds ``target_kl``.
+
+The critic is a scalar linear head on the policy's final hidden state (shared trunk), not a second model: on a
+CPU the costly part of a step is the transformer, and a shared trunk computes log-probs, entropies and values in
+the same forward pass; a separate critic would double the forward and backward cost and the memory. The head
+starts at zero (a value of 0 everywhere) and is saved with the trainer state (``value_head`` in
+``trainer_state.pt``) and as ``value_head.safetensors`` in each checkpoint and in ``final/``.
+
+All forward passes run in eval mode (no dropout), so the rollout policy and the policy being optimised differ only
+by the updates. A run directory looks like SFT's: ``metrics.jsonl``, ``reward_kl.png``, ``checkpoint-<step>/``,
+``final/`` (and ``adapter/`` with LoRA). Resuming restores model, value head, optimizer, scheduler, every
+process's RNG, the step and the adaptive KL coefficient; sampling is seeded per (step, process), so a resumed run
+produces the very same rollouts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import hashlib
+import json
+import logging
+import random
+import shutil
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import torch
+from pydantic import ConfigDict
+from torch import nn
+
+from chatforge import chat, models
+from chatforge.generation import SamplingParams, TorchEngine
+from chatforge.train import common, losses, packing, rollout, token_loss
+from chatforge.train.sft import SFTTrainer, _link_tree, _load_weights, _with_lora, read_conversations
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "trainer_state.pt"
+STATE_VERSION = 1
+
+
+class PPOConfigError(ValueError):
+    """A PPO configuration that cannot run; the message lists every problem found."""
+
+
+@dataclass
+class PPOConfig(rollout.ConfigIO):
+    """Everything that decides a PPO run. YAML keys and long CLI flags have the same names."""
+
+    __pydantic_config__: ClassVar[ConfigDict] = ConfigDict(extra="forbid")
+    _error: ClassVar[type[ValueError]] = PPOConfigError
+    _what: ClassVar[str] = "PPO"
+
+    output_dir: str = field(metadata={"help": "run directory: metrics, checkpoints, final model"})
+    policy: str | None = field(default=None, metadata={"help": "SFT run directory or model to start from (command)"})
+    reward_model: str | None = field(default=None, metadata={"help": "reward-model directory (command)"})
+    prompts: str | None = field(
+        default=None, metadata={"help": "prompt source: a JSONL file or a named source (command)"}
+    )
+    ptx_data: str | None = field(
+        default=None, metadata={"help": "SFT conversations (JSONL) for PPO-ptx (command; needs ptx_coef > 0)"}
+    )
+
+    steps: int = field(default=100, metadata={"help": "PPO steps (rollout + update rounds)"})
+    batch_size: int = field(default=16, metadata={"help": "prompts per step per process"})
+    mini_batch_size: int = field(default=8, metadata={"help": "rollouts per optimizer step per process"})
+    ppo_epochs: int = field(default=4, metadata={"help": "passes over each rollout batch"})
+    learning_rate: float = field(default=1e-5, metadata={"help": "AdamW learning rate (LoRA: ~1e-4)"})
+    warmup_steps: int = field(default=0, metadata={"help": "linear warmup over this many optimizer steps"})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
+    max_grad_norm: float | None = field(default=1.0, metadata={"help": "clip the gradient norm (null: off)"})
+
+    max_new_tokens: int = field(default=64, metadata={"help": "longest response in tokens"})
+    temperature: float = field(default=1.0, metadata={"help": "sampling temperature of the rollouts"})
+    max_prompt_tokens: int = field(default=512, metadata={"help": "longer prompts keep their last tokens"})
+
+    kl_coef: float = field(default=0.05, metadata={"help": "beta of the per-token KL penalty (initial, if adaptive)"})
+    kl_target: float | None = field(
+        default=None, metadata={"help": "adapt beta towards this KL per response (Ziegler et al.); null: fixed"}
+    )
+    kl_horizon: int = field(default=10000, metadata={"help": "horizon of the adaptive KL controller"})
+    gamma: float = field(default=1.0, metadata={"help": "discount of GAE"})
+    lam: float = field(default=0.95, metadata={"help": "lambda of GAE"})
+    clip_range: float = field(default=0.2, metadata={"help": "PPO ratio clip epsilon"})
+    clip_range_value: float | None = field(default=0.2, metadata={"help": "value clip (null: unclipped)"})
+    vf_coef: float = field(default=0.1, metadata={"help": "weight of the value loss"})
+    entropy_coef: float = field(default=0.0, metadata={"help": "weight of the entropy bonus"})
+    whiten_advantages: bool = field(default=True, metadata={"help": "normalise advantages over the batch"})
+    target_kl: float | None = field(
+        default=None, metadata={"help": "stop a step's PPO epochs when approx-KL exceeds this (null: never)"}
+    )
+    truncation_reward: float | None = field(
+        default=None, metadata={"help": "score of responses cut at max_new_tokens (null: the reward model's)"}
+    )
+    empty_reward: float = field(default=-1.0, metadata={"help": "score of an empty response"})
+
+    ptx_coef: float = field(default=0.0, metadata={"help": "PPO-ptx: weight of the SFT loss (gamma in the paper)"})
+    ptx_batch_sequences: int = field(default=4, metadata={"help": "SFT conversations per optimizer step"})
+    max_seq_len: int = field(default=1024, metadata={"help": "PPO-ptx conversations are truncated to this"})
+
+    reward_batch_size: int = field(default=16, metadata={"help": "batch size of reward-model scoring"})
+    forward_batch_size: int = field(default=16, metadata={"help": "sequences per no-grad forward pass"})
+    seed: int = field(default=0, metadata={"help": "seed of prompt order, sampling and LoRA init"})
+    bf16: bool | Literal["auto"] = field(default=False, metadata={"help": "bf16 autocast of the training forward"})
+
+    lora: bool = field(default=False, metadata={"help": "train LoRA adapters (reference = adapters disabled)"})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling numerator"})
+    lora_dropout: float = field(default=0.0, metadata={"help": "LoRA dropout (unused: PPO runs in eval mode)"})
+    lora_target_modules: list[str] | str = field(default="all-linear", metadata={"help": "modules to adapt"})
+
+    save_every: int | None = field(default=None, metadata={"help": "checkpoint every N steps (and at the end)"})
+    save_limit: int | None = field(default=2, metadata={"help": "keep the newest N checkpoints"})
+    resume: bool = field(default=False, metadata={"help": "continue from the newest checkpoint"})
+    overwrite: bool = field(default=False, metadata={"help": "delete an earlier run in output_dir"})
+    threads: int | None = field(default=None, metadata={"help": "torch threads"})
+    tensorboard: bool = field(default=True, metadata={"help": "also log to TensorBoard when installed"})
+    progress: bool = field(default=True, metadata={"help": "show a progress bar"})
+
+    def __post_init__(self) -> None:
+        self._check()
+
+    def problems(self) -> list[str]:
+        out: list[str] = []
+        number = rollout.number_checker(self, out)
+        if not isinstance(self.output_dir, str) or not self.output_dir.strip():
+            out.append("output_dir must be a non-empty path")
+        for name in ("steps", "batch_size", "mini_batch_size", "ppo_epochs", "max_new_tokens", "max_prompt_tokens",
+                     "kl_horizon", "ptx_batch_sequences", "reward_batch_size", "forward_batch_size", "lora_r",
+                     "lora_alpha"):
+            number(name, minimum=1, integer=True)
+        number("max_seq_len", minimum=2, integer=True)
+        number("warmup_steps", minimum=0, integer=True)
+        number("seed", minimum=0, integer=True)
+        number("learning_rate", minimum=0.0, inclusive=False)
+        number("temperature", minimum=0.0, inclusive=False)
+        for name in ("weight_decay", "kl_coef", "vf_coef", "entropy_coef", "ptx_coef", "gamma", "lam", "lora_dropout"):
+            number(name, minimum=0.0)
+        for name in ("gamma", "lam"):
+            if isinstance(getattr(self, name), (int, float)) and getattr(self, name) > 1:
+                out.append(f"{name} must be <= 1, got {getattr(self, name)!r}")
+        number("clip_range", minimum=0.0, inclusive=False)
+        number("clip_range_value", minimum=0.0, inclusive=False, optional=True)
+        number("kl_target", minimum=0.0, inclusive=False, optional=True)
+        number("target_kl", minimum=0.0, inclusive=False, optional=True)
+        number("max_grad_norm", minimum=0.0, inclusive=False, optional=True)
+        number("empty_reward", minimum=-float("inf"))
+        number("truncation_reward", minimum=-float("inf"), optional=True)
+        number("save_every", minimum=1, integer=True, optional=True)
+        number("save_limit", minimum=1, integer=True, optional=True)
+        number("threads", minimum=1, integer=True, optional=True)
+        if isinstance(self.mini_batch_size, int) and isinstance(self.batch_size, int) and self.mini_batch_size > self.batch_size:
+            out.append(f"mini_batch_size ({self.mini_batch_size}) cannot exceed batch_size ({self.batch_size})")
+        if self.bf16 not in (True, False, "auto"):
+            out.append(f"bf16 must be true, false or 'auto', got {self.bf16!r}")
+        if self.resume and self.overwrite:
+            out.append("resume and overwrite contradict each other: give one")
+        return out
+
+
+@dataclass(frozen=True)
+class PPOResult:
+    step: int
+    reward: float | None  # mean RM score of the last step's rollouts
+    kl: float | None  # mean KL (sum of k1 over the response) of the last step
+    checkpoint_dir: Path | None
+    final_dir: Path | None
+    adapter_dir: Path | None
+
+
+class _PolicyValue(nn.Module):
+    """Policy + value head as one module (what DDP wraps): per response token, log-prob, entropy and value; and
+    the PPO-ptx loss of an SFT batch in the same forward."""
+
+    def __init__(self, model: nn.Module, value_head: nn.Linear, temperature: float, compute_dtype: torch.dtype | None):
+        super().__init__()
+        self.model = model
+        self.value_head = value_head
+        self.temperature = temperature
+        self.compute_dtype = compute_dtype
+
+    def forward(
+        self, batch: rollout.Packed, ptx: packing.PackedBatch | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        out = rollout.sequence_forward(
+            self.model, batch, temperature=self.temperature, compute_dtype=self.compute_dtype
+        )
+        values = self.value_head(out.hidden.float())[:, 0]
+        ptx_loss = None
+        if ptx is not None:
+            parts = token_loss.lm_parts(self.model)
+            ptx_loss = token_loss.packed_lm_loss(
+                parts, ptx.input_ids, ptx.position_ids, ptx.target_index, ptx.targets, compute_dtype=self.compute_dtype
+            ) / max(ptx.num_targets, 1)
+        assert out.entropy is not None
+        return out.logprobs, out.entropy, values, ptx_loss
+
+
+@dataclass
+class _Batch:
+    """A step's rollouts as padded [B, T] tensors (T = longest response) plus what the update needs."""
+
+    rollouts: list[rollout.Rollout]
+    mask: torch.Tensor
+    old_logprobs: torch.Tensor
+    ref_logprobs: torch.Tensor
+    old_values: torch.Tensor
+    advantages: torch.Tensor
+    returns: torch.Tensor
+
+
+def _hidden_size(model: Any) -> int:
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    config = base.config.get_text_config() if hasattr(base.config, "get_text_config") else base.config
+    return int(config.hidden_size)
+
+
+class PPOTrainer:
+    """PPO on ``policy`` (trained in place; with LoRA ``trainer.model`` is the peft model) against ``reward``."""
+
+    def __init__(
+        self,
+        config: PPOConfig,
+        policy: Any,
+        tokenizer: Any,
+        reward: Any,
+        prompts: Sequence[Any],
+        ptx_conversations: Sequence[chat.Conversation] | None = None,
+        *,
+        on_log: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.tokenizer = tokenizer
+        self.on_log = on_log
+        self.output_dir = Path(config.output_dir)
+        self.device = next(policy.parameters()).device
+        self.dist = common.Distributed.setup(self.device)
+        self.score = rollout.scorer(reward, config.reward_batch_size)
+        self.contexts = [rollout.as_context(p) for p in prompts]
+        if not self.contexts:
+            raise PPOConfigError("no prompts")
+        self.ptx_examples: list[packing.Example] = []
+        if config.ptx_coef > 0:
+            if not ptx_conversations:
+                raise PPOConfigError("ptx_coef > 0 needs SFT conversations (ptx_conversations, --ptx-data)")
+            self.ptx_examples, _ = packing.encode_examples(tokenizer, ptx_conversations, config.max_seq_len, what="ptx")
+        self._pad_id = next((int(i) for i in (tokenizer.pad_token_id, tokenizer.eos_token_id) if isinstance(i, int)), 0)
+
+        random.seed(config.seed)
+        torch.manual_seed(config.seed)
+        if config.lora:
+            # _with_lora reads only the lora_* fields, which PPOConfig shares with SFTConfig
+            policy = _with_lora(policy, config)  # type: ignore[arg-type]
+            self.reference = None  # the same weights with the adapters disabled
+        else:
+            self.reference = copy.deepcopy(policy).eval().requires_grad_(False)
+        self.model = policy.eval()
+        self.value_head = nn.Linear(_hidden_size(policy), 1).to(self.device)
+        nn.init.zeros_(self.value_head.weight)
+        nn.init.zeros_(self.value_head.bias)
+        self.trainable = [p for p in policy.parameters() if p.requires_grad] + list(self.value_head.parameters())
+        self.bf16 = common.bf16_supported(self.device) if config.bf16 == "auto" else bool(config.bf16)
+        self._module = _PolicyValue(self.model, self.value_head, config.temperature, torch.bfloat16 if self.bf16 else None)
+        self.optimizer = torch.optim.AdamW(self.trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
+        from transformers import get_constant_schedule_with_warmup
+
+        self.scheduler = get_constant_schedule_with_warmup(self.optimizer, config.warmup_steps)
+        self.engine = TorchEngine(self.model, tokenizer)
+        self.kl_coef = float(config.kl_coef)
+        self.step = 0
+        self._elapsed_before = 0.0
+        self.metrics = common.MetricsLog(self.output_dir / "metrics.jsonl", active=False)
+
+    # ----------------------------------------------------------------------------------------------------------
+    # Data
+    # ----------------------------------------------------------------------------------------------------------
+
+    def step_contexts(self, step: int) -> list[tuple[chat.Message, ...]]:
+        """This process's prompts of ``step``: the seeded, per-epoch shuffled prompt list, cycled."""
+        n, per_step = len(self.contexts), self.config.batch_size * self.dist.world_size
+        out = []
+        for i in range(self.config.batch_size):
+            g = step * per_step + self.dist.rank * self.config.batch_size + i
+            out.append(self.contexts[packing.epoch_order(n, seed=self.config.seed, epoch=g // n)[g % n]])
+        return out
+
+    def _ptx_batch(self, update: int) -> packing.PackedBatch | None:
+        if not self.ptx_examples:
+            return None
+        n, size = len(self.ptx_examples), self.config.ptx_batch_sequences
+        first = (update * self.dist.world_size + self.dist.rank) * size
+        indices = [packing.epoch_order(n, seed=self.config.seed, epoch=g // n)[g % n] for g in range(first, first + size)]
+        lengths = [len(e) for e in self.ptx_examples]
+        batch = packing.collate(
+            self.ptx_examples, indices, row_capacity=max(lengths[i] for i in indices), pad_id=self._pad_id
+        )
+        return batch.to(self.device)
+
+    # ----------------------------------------------------------------------------------------------------------
+    # Rollouts
+    # ----------------------------------------------------------------------------------------------------------
+
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
+
+    def _reference_context(self) -> contextlib.AbstractContextManager[Any]:
+        return self.model.disable_adapter() if self.reference is None else contextlib.nullcontext()
+
+    @torch.no_grad()
+    def reference_logprobs(self, packed: rollout.Packed) -> torch.Tensor:
+        """Log-probs of the response tokens under the reference (initial) policy."""
+        with self._reference_context(), self._autocast():
+            model = self.model if self.reference is None else self.reference
+            return rollout.sequence_forward(
+                model, packed, temperature=self.config.temperature, with_entropy=False,
+                compute_dtype=self._module.compute_dtype,
+            ).logprobs.float()
+
+    def _pack(self, rollouts: Sequence[rollout.Rollout]) -> rollout.Packed:
+        return rollout.pack([(r.prompt_ids + r.response_ids, len(r.prompt_ids)) for r in rollouts], self._pad_id, self.device)
+
+    def make_rollouts(self, step: int) -> tuple[_Batch, dict[str, float]]:
+        """Sample, score and evaluate this process's rollouts of ``step``; the advantages are whitened over every
+        process's tokens."""
+        config = self.config
+        params = SamplingParams(
+            max_new_tokens=config.max_new_tokens,
+            temperature=config.temperature,
+            seed=(config.seed * 1_000_003 + step) * 1009 + self.dist.rank,
+        )
+        started = time.monotonic()
+        rollouts = rollout.generate(self.engine, self.step_contexts(step), params, max_prompt_tokens=config.max_prompt_tokens)
+        generation_time = time.monotonic() - started
+        scores = rollout.score_rollouts(self.score, rollouts, empty_reward=config.empty_reward)
+        rm_scores = list(scores)
+        if config.truncation_reward is not None:
+            scores = [config.truncation_reward if r.truncated else s for r, s in zip(rollouts, scores, strict=True)]
+
+        old_lp, ref_lp, values, entropy = [], [], [], []
+        with torch.no_grad():
+            for start in range(0, len(rollouts), config.forward_batch_size):
+                packed = self._pack(rollouts[start : start + config.forward_batch_size])
+                with self._autocast():
+                    lp, ent, val, _ = self._module(packed)
+                ref = self.reference_logprobs(packed)
+                for a, b in packed.spans:
+                    old_lp.append(lp[a:b].float())
+                    entropy.append(ent[a:b].float())
+                    values.append(val[a:b].float())
+                    ref_lp.append(ref[a:b])
+        lengths = [len(r.response_ids) for r in rollouts]
+        pad = lambda xs: rollout.padded(torch.cat([x[None] if x.ndim == 0 else x for x in xs]), _cumulative(lengths))  # noqa: E731
+        mask = rollout.response_mask(lengths)
+        old_logprobs, ref_logprobs, old_values, entropies = pad(old_lp), pad(ref_lp), pad(values), pad(entropy)
+        kl = losses.kl_estimate(old_logprobs, ref_logprobs, "k1") * mask
+        rewards = -self.kl_coef * kl
+        last = torch.tensor(lengths) - 1
+        rewards[torch.arange(len(rollouts)), last] += torch.tensor(scores)
+        advantages, returns = losses.gae(rewards, old_values, mask, config.gamma, config.lam)
+        if config.whiten_advantages:
+            n, s, ss = self.dist.sum([float(mask.sum()), float((advantages * mask).sum()), float((advantages**2 * mask).sum())])
+            mean = s / n
+            var = max(ss / n - mean * mean, 0.0) * (n / (n - 1) if n > 1 else 1.0)
+            advantages = (advantages - mean) / (var + 1e-8) ** 0.5 * mask
+        kl_seq = kl.sum(dim=1)
+        k3 = (losses.kl_estimate(old_logprobs, ref_logprobs, "k3") * mask).sum(dim=1)
+        batch = _Batch(rollouts, mask, old_logprobs, ref_logprobs, old_values, advantages, returns)
+        total = [s + float(r) for s, r in zip(scores, (-self.kl_coef * kl_seq).tolist(), strict=True)]
+        sums = self.dist.sum([
+            len(rollouts), sum(rm_scores), sum(scores), sum(total), float(kl_seq.sum()), float(k3.sum()),
+            float((entropies * mask).sum()), float(mask.sum()), sum(r.truncated for r in rollouts),
+            generation_time, float(losses.masked_sum(returns, mask)), float(losses.masked_sum(returns**2, mask)),
+            float(losses.masked_sum((returns - old_values) ** 2, mask)), float(losses.masked_sum(returns - old_values, mask)),
+        ])
+        (count, rm_sum, score_sum, total_sum, kl_sum, k3_sum, ent_sum, tokens, truncated, gen_time,
+         r_sum, r_sq, res_sq, res_sum) = sums
+        var_r = r_sq / tokens - (r_sum / tokens) ** 2
+        var_res = res_sq / tokens - (res_sum / tokens) ** 2
+        stats = {
+            "reward": rm_sum / count,
+            "reward_score": score_sum / count,
+            "reward_total": total_sum / count,
+            "kl": kl_sum / count,
+            "kl_k3": k3_sum / count,
+            "kl_coef": self.kl_coef,
+            "entropy": ent_sum / tokens,
+            "response_length": tokens / count,
+            "truncated": truncated / count,
+            "explained_variance": 1.0 - var_res / var_r if var_r > 0 else float("nan"),
+            "generation_time": gen_time / self.dist.world_size,
+            "response_tokens": tokens,
+        }
+        return batch, stats
+
+    # ----------------------------------------------------------------------------------------------------------
+    # Update
+    # ----------------------------------------------------------------------------------------------------------
+
+    def _update(self, module: nn.Module, batch: _Batch, step: int) -> dict[str, float]:
+        config = self.config
+        n = len(batch.rollouts)
+        sums: dict[str, float] = {"policy_loss": 0.0, "value_loss": 0.0, "clip_fraction": 0.0, "approx_kl": 0.0,
+                                  "value_clip_fraction": 0.0, "ptx_loss": 0.0, "grad_norm": 0.0}
+        updates = 0
+        stopped = False
+        epochs_done = 0
+        for epoch in range(config.ppo_epochs):
+            order = list(range(n))
+            random.Random(hash((config.seed, step, epoch, self.dist.rank)) & 0xFFFFFFFF).shuffle(order)
+            for start in range(0, n - config.mini_batch_size + 1, config.mini_batch_size):
+                idx = order[start : start + config.mini_batch_size]
+                rolls = [batch.rollouts[i] for i in idx]
+                packed = self._pack(rolls)
+                width = max(len(r.response_ids) for r in rolls)
+                take = lambda t: t[idx][:, :width]  # noqa: B023, E731
+                mask = take(batch.mask)
+                ptx = self._ptx_batch(self._updates_done)
+                with self._autocast():
+                    lp, ent, val, ptx_loss = module(packed, ptx)
+                logprobs = rollout.padded(lp.float(), packed.spans, width)
+                values = rollout.padded(val.float(), packed.spans, width)
+                entropy = rollout.padded(ent.float(), packed.spans, width)
+                pg, pstats = losses.policy_loss(logprobs, take(batch.old_logprobs), take(batch.advantages), mask, config.clip_range)
+                vl, vclip = losses.value_loss(values, take(batch.old_values), take(batch.returns), mask, config.clip_range_value)
+                loss = pg + config.vf_coef * vl - config.entropy_coef * losses.masked_mean(entropy, mask)
+                if ptx_loss is not None:
+                    loss = loss + config.ptx_coef * ptx_loss
+                loss.backward()
+                limit = config.max_grad_norm if config.max_grad_norm is not None else float("inf")
+                grad_norm = float(torch.nn.utils.clip_grad_norm_(self.trainable, limit))
+                self.optimizer.step()
+                self.scheduler.step()
+                self.optimizer.zero_grad(set_to_none=True)
+                self._updates_done += 1
+                updates += 1
+                local = [float(pg.detach()), float(vl.detach()), pstats.clip_fraction, pstats.approx_kl, vclip,
+                         float(ptx_loss.detach()) if ptx_loss is not None else 0.0, grad_norm]
+                mean = [v / self.dist.world_size for v in self.dist.sum(local)]
+                for key, value in zip(sums, mean, strict=True):
+                    sums[key] += value
+                if config.target_kl is not None and mean[3] > config.target_kl:
+                    stopped = True  # every process saw the same mean, so all stop together
+                    break
+            epochs_done = epoch + 1
+            if stopped:
+                break
+        out = {key: value / max(updates, 1) for key, value in sums.items()}
+        out.update(ppo_epochs=epochs_done, ppo_updates=updates, early_stopped=float(stopped))
+        return out
+
+    # ----------------------------------------------------------------------------------------------------------
+    # The loop
+    # ----------------------------------------------------------------------------------------------------------
+
+    def train(self, resume: bool | None = None) -> PPOResult:
+        resume = self.config.resume if resume is None else resume
+        models.set_threads(self.config.threads)
+        try:
+            self._prepare_output_dir(resume)
+            self.metrics = common.MetricsLog(
+                self.output_dir / "metrics.jsonl", active=self.dist.is_main, tensorboard=self.config.tensorboard
+            )
+            self._updates_done = 0
+            if resume:
+                self._load_latest_checkpoint()
+            return self._run()
+        finally:
+            self.metrics.close()
+            self.model.eval()
+            self.dist.close()
+
+    def _run(self) -> PPOResult:
+        config = self.config
+        module: nn.Module = self._module
+        if self.dist.active:
+            from torch.nn.parallel import DistributedDataParallel
+
+            module = DistributedDataParallel(self._module)
+        if self.dist.is_main:
+            common.write_text_atomically(
+                self.output_dir / "run.json",
+                json.dumps({"config": config.to_dict(), "world_size": self.dist.world_size, "bf16": self.bf16,
+                            "prompts": len(self.contexts), "trainable_parameters": sum(p.numel() for p in self.trainable)},
+                           indent=2) + "\n",
+            )
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=config.steps, initial=self.step, unit="step", dynamic_ncols=True,
+                   disable=not (config.progress and self.dist.is_main))
+        started = time.monotonic()
+        stats: dict[str, float] = {}
+        while self.step < config.steps:
+            step_started = time.monotonic()
+            self.model.eval()
+            batch, stats = self.make_rollouts(self.step)
+            update = self._update(module, batch, self.step)
+            step_time = time.monotonic() - step_started
+            kl_coef_used = self.kl_coef
+            if config.kl_target is not None:
+                self.kl_coef = losses.adaptive_kl_coef(
+                    self.kl_coef, stats["kl"], config.kl_target, config.batch_size * self.dist.world_size, config.kl_horizon
+                )
+            self.step += 1
+            record = {"kind": "train", "step": self.step, **stats, **update, "kl_coef": kl_coef_used,
+                      "lr": float(self.scheduler.get_last_lr()[0]),
+                      "tokens_per_s": stats["response_tokens"] / step_time if step_time > 0 else 0.0,
+                      "generation_share": stats["generation_time"] / step_time if step_time > 0 else 0.0,
+                      "step_time": step_time,
+                      "elapsed": self._elapsed_before + time.monotonic() - started}
+            self._log(record)
+            bar.set_postfix(reward=f"{stats['reward']:.3f}", kl=f"{stats['kl']:.3f}", refresh=False)
+            bar.update(1)
+            done = self.step == config.steps
+            if (config.save_every and self.step % config.save_every == 0) or done:
+                self._save_checkpoint(self._elapsed_before + time.monotonic() - started)
+        bar.close()
+        final_dir, adapter_dir = self._publish_final()
+        if self.dist.is_main:
+            try:
+                plot_curves(self.output_dir / "metrics.jsonl", self.output_dir / "reward_kl.png")
+            except ImportError:
+                log.warning("matplotlib is not installed: no reward_kl.png")
+        return PPOResult(self.step, stats.get("reward"), stats.get("kl"), self._checkpoint_dir(self.step), final_dir, adapter_dir)
+
+    def _log(self, record: dict[str, Any]) -> None:
+        self.metrics.write(record)
+        if self.on_log is not None:
+            self.on_log(record)
+
+    # ----------------------------------------------------------------------------------------------------------
+    # Checkpoints
+    # ----------------------------------------------------------------------------------------------------------
+
+    def _checkpoint_dir(self, step: int) -> Path:
+        return self.output_dir / f"checkpoint-{step}"
+
+    def _prepare_output_dir(self, resume: bool) -> None:
+        refusal = None
+        if self.dist.is_main:
+            earlier = [p.name for p in (self.output_dir / "metrics.jsonl", self.output_dir / "final") if p.exists()]
+            earlier += [p.name for _, p in common.checkpoints(self.output_dir, marker=STATE_FILE)]
+            if earlier and not resume and not self.config.overwrite:
+                refusal = (
+                    f"{self.output_dir} already holds a PPO run ({', '.join(sorted(earlier)[:3])}); resume it "
+                    "(resume=True, --resume) or start over (overwrite=True, --overwrite)"
+                )
+            elif earlier and not resume:
+                for name in ("metrics.jsonl", "run.json", "reward_kl.png"):
+                    (self.output_dir / name).unlink(missing_ok=True)
+                for name in ("final", "adapter", "tensorboard"):
+                    shutil.rmtree(self.output_dir / name, ignore_errors=True)
+                for _, path in common.checkpoints(self.output_dir, marker=STATE_FILE):
+                    shutil.rmtree(path)
+            if refusal is None:
+                self.output_dir.mkdir(parents=True, exist_ok=True)
+                common.remove_leftovers(self.output_dir)
+        refusal = self.dist.broadcast(refusal)
+        if refusal is not None:
+            raise FileExistsError(refusal)
+
+    def _plan_signature(self) -> dict[str, Any]:
+        digest = hashlib.sha256(
+            json.dumps([[m.to_dict() for m in c] for c in self.contexts], sort_keys=True).encode()
+        ).hexdigest()[:16]
+        return {"seed": self.config.seed, "batch_size": self.config.batch_size, "lora": self.config.lora,
+                "world_size": self.dist.world_size, "prompts": digest}
+
+    def _save_checkpoint(self, elapsed: float) -> None:
+        rng_states = self.dist.gather(common.rng_state())
+        if self.dist.is_main:
+            state = {
+                "version": STATE_VERSION, "step": self.step, "plan": self._plan_signature(),
+                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "value_head": self.value_head.state_dict(), "kl_coef": self.kl_coef,
+                "updates_done": self._updates_done, "rng": rng_states, "elapsed": elapsed,
+            }
+
+            def fill(tmp: Path) -> None:
+                # SFT's model writer (merged copy with LoRA) reads only .config.lora, .model and .tokenizer.
+                SFTTrainer._save_model(self, tmp / "model")  # type: ignore[arg-type]
+                _save_value_head(self.value_head, tmp)  # beside model/, which resume loads whole
+                if self.config.lora:
+                    self.model.save_pretrained(tmp / "adapter")
+                (tmp / "trainer_state.json").write_text(
+                    json.dumps({"step": self.step, "kl_coef": self.kl_coef, "elapsed": elapsed,
+                                "config": self.config.to_dict()}, indent=2) + "\n", encoding="utf-8")
+                torch.save(state, tmp / STATE_FILE)
+
+            common.write_dir_atomically(self._checkpoint_dir(self.step), fill)
+            if self.config.save_limit is not None:
+                for _, old in common.checkpoints(self.output_dir, marker=STATE_FILE)[: -self.config.save_limit]:
+                    shutil.rmtree(old, ignore_errors=True)
+        self.dist.barrier()
+
+    def _load_latest_checkpoint(self) -> None:
+        checkpoint = common.latest_checkpoint(self.output_dir, marker=STATE_FILE)
+        if checkpoint is None:
+            self.metrics.keep_until(0)
+            return
+        state = torch.load(checkpoint / STATE_FILE, map_location="cpu", weights_only=True)
+        if state.get("version") != STATE_VERSION:
+            raise PPOConfigError(f"{checkpoint} was written by an incompatible chatforge version")
+        changed = [f"{k}: {state['plan'].get(k)!r} -> {v!r}" for k, v in self._plan_signature().items()
+                   if state["plan"].get(k) != v]
+        if changed:
+            raise PPOConfigError(f"cannot resume from {checkpoint}: {'; '.join(changed)} changed")
+        if self.config.lora:
+            from peft import set_peft_model_state_dict
+            from safetensors.torch import load_file
+
+            set_peft_model_state_dict(self.model, load_file(checkpoint / "adapter" / "adapter_model.safetensors"))
+        else:
+            _load_weights(self.model, checkpoint / "model")
+        self.value_head.load_state_dict(state["value_head"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.step = int(state["step"])
+        self.kl_coef = float(state["kl_coef"])
+        self._updates_done = int(state["updates_done"])
+        self._elapsed_before = float(state["elapsed"])
+        common.set_rng_state(state["rng"][self.dist.rank])
+        self.metrics.keep_until(self.step)
+        if self.dist.is_main:
+            log.info("resumed from %s (step %d of %d)", checkpoint, self.step, self.config.steps)
+
+    def _publish_final(self) -> tuple[Path, Path | None]:
+        final, adapter = self.output_dir / "final", self.output_dir / "adapter"
+        if self.dist.is_main:
+            checkpoint = self._checkpoint_dir(self.step)
+
+            def fill(tmp: Path) -> None:
+                _link_tree(checkpoint / "model", tmp)
+                shutil.copy2(checkpoint / "value_head.safetensors", tmp / "value_head.safetensors")
+
+            common.write_dir_atomically(final, fill)
+            if self.config.lora:
+                common.write_dir_atomically(adapter, lambda tmp: _link_tree(checkpoint / "adapter", tmp))
+        self.dist.barrier()
+        return final, adapter if self.config.lora else None
+
+
+def _cumulative(lengths: Sequence[int]) -> list[tuple[int, int]]:
+    spans, start = [], 0
+    for n in lengths:
+        spans.append((start, start + n))
+        start += n
+    return spans
+
+
+def _save_value_head(head: nn.Linear, directory: Path) -> None:
+    from safetensors.torch import save_file
+
+    directory.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().contiguous() for k, v in head.state_dict().items()}, str(directory / "value_head.safetensors"))
+
+
+def plot_curves(metrics_path: Path, out: Path) -> Path:
+    """Reward (RM score and total) and KL per step, from a run's metrics.jsonl, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = [r for r in common.read_jsonl(metrics_path) if r.get("kind") == "train"]
+    steps = [r["step"] for r in records]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    ax1.plot(steps, [r["reward"] for r in records], label="reward model score")
+    ax1.plot(steps, [r["reward_total"] for r in records], label="score - beta KL")
+    ax1.set_xlabel("step")
+    ax1.set_title("reward")
+    ax1.legend()
+    ax2.plot(steps, [r["kl"] for r in records], color="tab:red", label="KL to SFT (per response)")
+    ax2.set_xlabel("step")
+    ax2.set_title("KL")
+    ax2.legend()
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------------------------------------------
+
+_ALIASES = {"reward_model": ["--reward"], "output_dir": ["--out"], "learning_rate": ["--lr"]}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    rollout.add_config_arguments(parser, PPOConfig, _ALIASES)
+
+
+def load_policy(name: str) -> tuple[Any, Any]:
+    """The policy to start from: an SFT run directory (its ``final/``) or anything ``models.load_model`` takes."""
+    from chatforge.train.reward import resolve_start
+
+    return models.load_model(resolve_start(name))
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """``chatforge ppo``: load policy, reward model, prompts (and PPO-ptx data); train."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        config = rollout.config_from_args(PPOConfig, args)
+        missing = [flag for flag, value in (("--policy", config.policy), ("--reward", config.reward_model),
+                                            ("--prompts", config.prompts)) if not value]
+        if missing:
+            raise PPOConfigError(f"missing {', '.join(missing)}")
+        models.set_threads(config.threads)
+        from chatforge.sampling import load_prompts
+        from chatforge.train.reward import RewardModel
+
+        assert config.policy and config.reward_model and config.prompts
+        prompts = load_prompts(config.prompts, seed=config.seed)
+        ptx = read_conversations(config.ptx_data) if config.ptx_data else None
+        policy, tokenizer = load_policy(config.policy)
+        reward = RewardModel.load(config.reward_model)
+        trainer = PPOTrainer(config, policy, tokenizer, reward, prompts, ptx)
+        result = trainer.train()
+    except (PPOConfigError, chat.ConversationError, models.ModelNotFoundError, FileExistsError, FileNotFoundError,
+            ValueError) as err:
+        print(f"chatforge ppo: error: {err}", file=sys.stderr)
+        return 2
+    if trainer.dist.is_main:
+        print(f"done: {result.step} steps, reward {result.reward:.4f}, KL {result.kl:.4f}\npolicy: {result.final_dir}")
+    return 0
+
+
+def register_cli(subparsers: Any) -> None:
+    """Add ``ppo`` to a ``chatforge`` argparse sub-parser set."""
+    parser = subparsers.add_parser(
+        "ppo",
+        help="PPO against a reward model with a KL penalty to the SFT policy",
+        description="RLHF with PPO (InstructGPT step 3). Run under `torchrun --nproc_per_node=N -m chatforge.train "
+        "ppo ...` for N processes.",
+    )
+    add_arguments(parser)
+    parser.set_defaults(func=run_command)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="chatforge ppo", description="PPO against a reward model.")
+    add_arguments(parser)
+    return run_command(parser.parse_args(argv))

@@ -1,0 +1,352 @@
+"""What the policy-optimisation stages (PPO, best-of-n, DPO) share: rollouts, scoring, a packed log-prob forward
+pass, and config/CLI plumbing.
+
+* ``as_context``: a prompt (``sampling.PromptItem``, a ``Conversation`` or a message list ending with the user)
+  as a tuple of messages;
+* ``generate``: sample one response per context with the generation engine -> ``Rollout`` records;
+* ``scorer`` / ``score_rollouts``: a ``RewardModel`` or any callable ``score(conversations) -> list[float]``
+  (each conversation a list of ``chat.Message`` ending with the assistant reply) applied to rollouts;
+* ``pack`` + ``sequence_forward``: run many (prompt, response) sequences through the decoder at once, packed
+  without padding (position ids restart per sequence), and return the log-probability, entropy and hidden state
+  at every response token, with the output head applied to the response positions only;
+* ``ConfigIO`` / ``add_config_arguments`` / ``config_from_args``: YAML/dict loading with readable errors and one
+  CLI flag per config field, as SFT does it, for any config dataclass.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import difflib
+import os
+import typing
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from chatforge import chat
+from chatforge.generation import Completion, SamplingParams
+from chatforge.train import losses, packing, token_loss
+
+RewardFn = Callable[[list[list[chat.Message]]], Sequence[float]]
+
+# --------------------------------------------------------------------------------------------------------------
+# Rollouts and scores
+# --------------------------------------------------------------------------------------------------------------
+
+
+def as_context(item: Any) -> tuple[chat.Message, ...]:
+    """The messages of a prompt: a ``PromptItem`` (``.context``), a ``Conversation`` or a message list; it must
+    end with a user turn."""
+    raw = getattr(item, "context", None)
+    if raw is None:
+        raw = item.messages if isinstance(item, chat.Conversation) else item
+    messages = tuple(chat.parse_messages(raw))
+    chat.validate_messages(messages, last="user")
+    return messages
+
+
+@dataclass
+class Rollout:
+    """One sampled response: the context, the prompt's token ids, the response's token ids (stop token included),
+    the sampling log-probabilities, its text and why it ended ("stop" or "length")."""
+
+    context: tuple[chat.Message, ...]
+    prompt_ids: list[int]
+    response_ids: list[int]
+    sample_logprobs: list[float]
+    text: str
+    finish_reason: str | None
+
+    @property
+    def truncated(self) -> bool:
+        return self.finish_reason == "length"
+
+    def conversation(self) -> list[chat.Message]:
+        return [*self.context, chat.Message("assistant", self.text)]
+
+
+def encode_contexts(
+    tokenizer: Any, contexts: Sequence[tuple[chat.Message, ...]], max_prompt_tokens: int | None
+) -> list[list[int]]:
+    """Prompt token ids (context + generation prompt); an over-long prompt keeps its last ``max_prompt_tokens``."""
+    out = []
+    for context in contexts:
+        ids = chat.encode_prompt(tokenizer, context)
+        if max_prompt_tokens is not None and len(ids) > max_prompt_tokens:
+            ids = ids[-max_prompt_tokens:]
+        out.append(ids)
+    return out
+
+
+def generate(
+    engine: Any,
+    contexts: Sequence[tuple[chat.Message, ...]],
+    params: SamplingParams,
+    *,
+    max_prompt_tokens: int | None = None,
+) -> list[Rollout]:
+    """One sampled response per context (all in one batched ``engine.generate`` call)."""
+    prompts = encode_contexts(engine.tokenizer, contexts, max_prompt_tokens)
+    completions: list[Completion] = engine.generate(prompts, params)
+    return [
+        Rollout(tuple(ctx), list(c.prompt_ids), list(c.token_ids), list(c.logprobs), c.text, c.finish_reason)
+        for ctx, c in zip(contexts, completions, strict=True)
+    ]
+
+
+def scorer(reward: Any, batch_size: int = 16) -> RewardFn:
+    """A scoring function from a ``RewardModel`` (anything with ``.score(items, batch_size=...)``) or a callable."""
+    score = getattr(reward, "score", None)
+    if callable(score):
+        return lambda conversations: score(conversations, batch_size=batch_size)
+    if callable(reward):
+        return typing.cast(RewardFn, reward)
+    raise TypeError(f"reward must be a RewardModel or a callable, got {type(reward).__name__}")
+
+
+def score_rollouts(score: RewardFn, rollouts: Sequence[Rollout], *, empty_reward: float) -> list[float]:
+    """The reward of each rollout's reply. An empty reply (the model ended its turn at once) cannot be rendered as
+    a conversation, so it is not scored and gets ``empty_reward``."""
+    keep = [i for i, r in enumerate(rollouts) if r.text.strip()]
+    out = [float(empty_reward)] * len(rollouts)
+    if keep:
+        values = list(score([rollouts[i].conversation() for i in keep]))
+        if len(values) != len(keep):
+            raise ValueError(f"the reward function returned {len(values)} scores for {len(keep)} conversations")
+        for i, value in zip(keep, values, strict=True):
+            out[i] = float(value)
+    return out
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Packed forward pass over (prompt, response) sequences
+# --------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Packed:
+    """Sequences packed into rows. ``target_index`` are the flat positions whose next token is a response token,
+    sequence after sequence; sequence i owns targets ``spans[i][0]:spans[i][1]``."""
+
+    input_ids: torch.Tensor
+    position_ids: torch.Tensor
+    target_index: torch.Tensor
+    targets: torch.Tensor
+    spans: list[tuple[int, int]]
+
+    @property
+    def lengths(self) -> list[int]:
+        return [b - a for a, b in self.spans]
+
+
+def pack(sequences: Sequence[tuple[Sequence[int], int]], pad_id: int, device: torch.device | None = None) -> Packed:
+    """Pack (token ids, index of the first response token) pairs; every sequence needs one response token and
+    one token before it."""
+    lengths = [len(ids) for ids, _ in sequences]
+    capacity = max(lengths)
+    rows = packing.pack_rows(lengths, range(len(sequences)), capacity)
+    width = max(sum(lengths[i] for i in row) for row in rows)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    position_ids = torch.empty((len(rows), width), dtype=torch.long)
+    where: dict[int, int] = {}  # sequence -> flat start
+    for r, row in enumerate(rows):
+        offset = 0
+        for i in row:
+            ids, _ = sequences[i]
+            n = len(ids)
+            input_ids[r, offset : offset + n] = torch.as_tensor(list(ids), dtype=torch.long)
+            position_ids[r, offset : offset + n] = torch.arange(n)
+            where[i] = r * width + offset
+            offset += n
+        position_ids[r, offset:] = torch.arange(width - offset)  # padding: a segment of its own
+    target_index: list[int] = []
+    targets: list[int] = []
+    spans = []
+    for i, (ids, start) in enumerate(sequences):
+        if not 1 <= start < len(ids):
+            raise ValueError(f"sequence {i}: the response must start inside it after at least one token")
+        first = len(targets)
+        target_index.extend(range(where[i] + start - 1, where[i] + len(ids) - 1))
+        targets.extend(int(t) for t in ids[start:])
+        spans.append((first, len(targets)))
+    out = Packed(
+        input_ids,
+        position_ids,
+        torch.tensor(target_index, dtype=torch.long),
+        torch.tensor(targets, dtype=torch.long),
+        spans,
+    )
+    if device is not None:
+        out = Packed(
+            out.input_ids.to(device), out.position_ids.to(device), out.target_index.to(device), out.targets.to(device), spans
+        )
+    return out
+
+
+@dataclass
+class TokenOutputs:
+    logprobs: torch.Tensor  # (k,) log-probability of each response token
+    entropy: torch.Tensor | None  # (k,) entropy of the distribution it was drawn from
+    hidden: torch.Tensor  # (k, hidden) final hidden state at the position predicting it
+
+
+def sequence_forward(
+    model: Any,
+    batch: Packed,
+    *,
+    temperature: float = 1.0,
+    with_entropy: bool = True,
+    compute_dtype: torch.dtype | None = None,
+) -> TokenOutputs:
+    """Log-probabilities (at ``temperature``, as sampled) of the response tokens of a packed batch, their entropies
+    and hidden states. The head runs only on the response positions."""
+    parts = token_loss.lm_parts(model)
+    hidden = token_loss.hidden_at(parts.decoder, batch.input_ids, batch.position_ids, batch.target_index)
+    with torch.autocast(hidden.device.type, enabled=False):
+        weight = getattr(parts.head, "weight", None)
+        if compute_dtype is not None and weight is not None and type(parts.head) is torch.nn.Linear:
+            logits = (hidden.to(compute_dtype) @ weight.to(compute_dtype).T).float()
+        else:
+            logits = parts.head(hidden).float()
+        if parts.softcap is not None:
+            logits = torch.tanh(logits / parts.softcap) * parts.softcap
+        if temperature != 1.0:
+            logits = logits / temperature
+        logprobs = torch.log_softmax(logits, dim=-1).gather(-1, batch.targets[:, None])[:, 0]
+        entropy = losses.entropy_from_logits(logits) if with_entropy else None
+    return TokenOutputs(logprobs, entropy, hidden)
+
+
+def padded(flat: torch.Tensor, spans: Sequence[tuple[int, int]], width: int | None = None) -> torch.Tensor:
+    """Per-sequence slices of a flat (k, ...) tensor as a left-aligned [B, T, ...] tensor, zero-padded."""
+    width = width or max((b - a for a, b in spans), default=0)
+    out = flat.new_zeros((len(spans), width, *flat.shape[1:]))
+    for i, (a, b) in enumerate(spans):
+        out[i, : b - a] = flat[a:b]
+    return out
+
+
+def flat(values: torch.Tensor, spans: Sequence[tuple[int, int]]) -> torch.Tensor:
+    """The inverse of ``padded``: concatenate each row's first (b - a) entries."""
+    return torch.cat([values[i, : b - a] for i, (a, b) in enumerate(spans)])
+
+
+def response_mask(lengths: Sequence[int], width: int | None = None) -> torch.Tensor:
+    width = width or max(lengths, default=0)
+    return (torch.arange(width)[None, :] < torch.tensor(list(lengths))[:, None]).float()
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Config files and command lines (the shape SFT's config has, for any config dataclass)
+# --------------------------------------------------------------------------------------------------------------
+
+
+class ConfigIO:
+    """``from_dict`` / ``from_yaml`` / ``to_dict`` for a config dataclass with a ``problems()`` method. Subclasses
+    set ``_error`` (the exception class) and ``_what`` (e.g. "PPO")."""
+
+    _error: typing.ClassVar[type[ValueError]] = ValueError
+    _what: typing.ClassVar[str] = ""
+
+    def _check(self) -> None:
+        problems = self.problems()  # type: ignore[attr-defined]
+        if problems:
+            raise self._error(f"invalid {self._what} config:\n" + "\n".join(f"  - {p}" for p in problems))
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> Any:
+        from pydantic import TypeAdapter, ValidationError
+
+        known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        problems = []
+        for key in values:
+            if key not in known:
+                close = difflib.get_close_matches(str(key), sorted(known), n=1)
+                problems.append(f"unknown key {key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        if problems:
+            raise cls._error(f"invalid {cls._what} config:\n" + "\n".join(f"  - {p}" for p in problems))
+        try:
+            return TypeAdapter(cls).validate_python(dict(values))
+        except ValidationError as err:
+            lines = []
+            for e in err.errors():
+                if e["type"] == "value_error":
+                    raise cls._error(str(e["ctx"]["error"])) from None
+                where = ".".join(str(p) for p in e["loc"]) or "config"
+                detail = "missing" if e["type"] == "missing" else f"{e['msg']} (got {e.get('input')!r})"
+                lines.append(f"{where}: {detail}")
+            raise cls._error(f"invalid {cls._what} config:\n" + "\n".join(f"  - {p}" for p in lines)) from None
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike[str], **overrides: Any) -> Any:
+        import yaml
+
+        try:
+            loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        except OSError as err:
+            raise cls._error(f"cannot read the config file {path}: {err}") from None
+        except yaml.YAMLError as err:
+            raise cls._error(f"{path} is not valid YAML: {err}") from None
+        loaded = loaded or {}
+        if not isinstance(loaded, dict):
+            raise cls._error(f"{path} must hold a mapping of config fields, not a {type(loaded).__name__}")
+        return cls.from_dict({**loaded, **overrides})
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+
+def number_checker(config: Any, out: list[str]) -> Callable[..., None]:
+    """``number(name, minimum=..., inclusive=..., integer=..., optional=...)`` appending problems to ``out``."""
+
+    def number(
+        name: str, *, minimum: float, inclusive: bool = True, integer: bool = False, optional: bool = False
+    ) -> None:
+        value: Any = getattr(config, name)
+        if value is None and optional:
+            return
+        kinds = (int,) if integer else (int, float)
+        if isinstance(value, bool) or not isinstance(value, kinds):
+            out.append(f"{name} must be {'an integer' if integer else 'a number'}, got {value!r}")
+        elif value != value or abs(float(value)) == float("inf") or value < minimum or (value == minimum and not inclusive):
+            out.append(f"{name} must be {'>=' if inclusive else '>'} {minimum}, got {value!r}")
+
+    return number
+
+
+def add_config_arguments(
+    parser: argparse.ArgumentParser, cls: type, aliases: Mapping[str, list[str]] | None = None
+) -> None:
+    """--config YAML plus one flag per field of ``cls`` (flags beat the YAML), typed as SFT's are."""
+    from chatforge.train.sft import _bf16_flag, _name_list
+
+    aliases = aliases or {}
+    parser.add_argument("--config", metavar="YAML", help=f"a YAML file of {cls.__name__} fields; flags override it")
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        names = [*aliases.get(f.name, []), "--" + f.name.replace("_", "-")]
+        help_text = f.metadata.get("help")
+        hint = hints[f.name]
+        if f.name == "bf16":
+            parser.add_argument(*names, dest=f.name, type=_bf16_flag, metavar="{auto,on,off}", help=help_text)
+        elif f.name == "lora_target_modules":
+            parser.add_argument(*names, dest=f.name, type=_name_list, metavar="NAME[,NAME...]", help=help_text)
+        elif hint is bool:
+            parser.add_argument(*names, dest=f.name, action=argparse.BooleanOptionalAction, help=help_text)
+        elif typing.get_origin(hint) is Literal:
+            parser.add_argument(*names, dest=f.name, choices=typing.get_args(hint), help=help_text)
+        else:
+            scalar = next(t for t in (*typing.get_args(hint), hint) if t in (int, float, str))
+            parser.add_argument(*names, dest=f.name, type=scalar, help=help_text)
+    parser.set_defaults(**{f.name: None for f in dataclasses.fields(cls)})
+
+
+def config_from_args(cls: Any, args: argparse.Namespace) -> Any:
+    flags = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if getattr(args, f.name, None) is not None}
+    if getattr(args, "config", None):
+        return cls.from_yaml(args.config, **flags)
+    return cls.from_dict(flags)
