@@ -18,6 +18,7 @@ STAGE_MODULES = (
     "chatforge.train.reward",
     "chatforge.train.ppo",
     "chatforge.train.dpo",
+    "chatforge.serve",
 )
 
 

@@ -1,0 +1,106 @@
+"""Serving throughput: aggregate tokens/s and time to first token (p50/p95) for 1, 8 and 32 concurrent streaming
+clients, continuous batching vs a baseline that serves one request at a time with plain TorchEngine.generate(),
+measured in the same run on the same model, through the real HTTP server and the official `openai` client.
+
+    python bench/serve.py [--model smollm2-135m-instruct] [--clients 1 8 32] [--max-tokens 64] [--threads N]
+
+Every request is greedy (temperature 0) with a fixed max_tokens and ignore-EOS-like prompts of similar length, so
+both servers generate the same work; the table prints ratios of continuous batching over the baseline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+
+def run_clients(url: str, key: str, model: str, n: int, max_tokens: int) -> dict[str, float]:
+    import openai
+
+    prompts = [f"Write a short story about a robot named R{i} who learns to paint." for i in range(n)]
+    ttfts: list[float] = []
+    tokens = [0] * n
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(n)
+
+    def one(i: int) -> None:
+        client = openai.OpenAI(base_url=url + "/v1", api_key=key, max_retries=0, timeout=600)
+        barrier.wait()
+        start = time.perf_counter()
+        try:
+            stream = client.chat.completions.create(
+                model=model, messages=[{"role": "user", "content": prompts[i]}], max_tokens=max_tokens,
+                temperature=0, stream=True, stream_options={"include_usage": True})
+            first = None
+            for chunk in stream:
+                if first is None and chunk.choices and chunk.choices[0].delta.content:
+                    first = time.perf_counter() - start
+                if chunk.usage is not None:
+                    tokens[i] = chunk.usage.completion_tokens
+            ttfts.append(first if first is not None else time.perf_counter() - start)
+        except BaseException as err:
+            errors.append(err)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    if errors:
+        raise RuntimeError(f"{len(errors)} requests failed: {errors[0]!r}")
+    q = statistics.quantiles(ttfts, n=20, method="inclusive") if len(ttfts) > 1 else [ttfts[0]] * 19
+    return {"tok_s": sum(tokens) / wall, "ttft_p50": statistics.median(ttfts), "ttft_p95": q[18], "wall": wall,
+            "tokens": sum(tokens)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="smollm2-135m-instruct")
+    parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args()
+
+    from chatforge import models
+    from chatforge.serve.app import ServeConfig, create_app
+    from chatforge.serve.testing import running_server
+    from chatforge.store import Store
+
+    models.set_threads(args.threads)
+    model, tokenizer = models.load_model(args.model)
+    results: dict[str, dict[int, dict[str, float]]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        store = Store(f"sqlite:///{Path(tmp) / 'bench.db'}")
+        key = store.create_api_key(store.create_user("bench").id)
+        for mode in ("serial", "continuous"):
+            config = ServeConfig(model_name="bench", batching=mode, max_batch=max(args.clients),
+                                 rate_limit_per_minute=0, max_new_tokens=args.max_tokens)
+            app = create_app(model, tokenizer, store, config)
+            with running_server(app) as url:
+                run_clients(url, key, "bench", 1, 4)  # warm-up
+                results[mode] = {}
+                for n in args.clients:
+                    results[mode][n] = r = run_clients(url, key, "bench", n, args.max_tokens)
+                    print(f"{mode:>10} clients={n:<3} {r['tok_s']:8.1f} tok/s  TTFT p50 {1000 * r['ttft_p50']:8.0f} ms"
+                          f"  p95 {1000 * r['ttft_p95']:8.0f} ms  ({r['tokens']} tokens in {r['wall']:.1f}s)",
+                          file=sys.stderr)
+    print(f"\nmodel {args.model}, max_tokens {args.max_tokens}, greedy")
+    print(f"{'clients':>7} | {'serial tok/s':>12} {'TTFT p50/p95 ms':>17} | {'continuous tok/s':>16} "
+          f"{'TTFT p50/p95 ms':>17} | {'speed-up':>8}")
+    for n in args.clients:
+        s, c = results["serial"][n], results["continuous"][n]
+        print(f"{n:>7} | {s['tok_s']:12.1f} {1000 * s['ttft_p50']:8.0f}/{1000 * s['ttft_p95']:<8.0f} | "
+              f"{c['tok_s']:16.1f} {1000 * c['ttft_p50']:8.0f}/{1000 * c['ttft_p95']:<8.0f} | "
+              f"{c['tok_s'] / s['tok_s']:7.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
