@@ -198,6 +198,60 @@ def cmd_rate(args: argparse.Namespace) -> int:
     return 0
 
 
+# The --quick profile: the same stages, small enough to finish in minutes on 2 CPU cores.
+QUICK = {
+    "sft.max_steps": 8,
+    "rounds": 1,
+    "comparisons.n": 16,
+    "reward.epochs": 1,
+    "ppo.steps": 4,
+    "evaluation.behaviours_per_category": 3,
+    "evaluation.winrate_prompts": 12,
+    "evaluation.max_new_tokens": 64,
+}
+
+
+def _parse_set(items: Sequence[str]) -> dict[str, object]:
+    import yaml
+
+    out: dict[str, object] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set takes KEY=VALUE (e.g. ppo.steps=20), got {item!r}")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    _quiet_transformers()
+    import shutil
+
+    from chatforge.recipe import RecipeError, check_resources, load_recipe
+
+    try:
+        overrides: dict[str, object] = dict(QUICK) if args.quick else {}
+        overrides.update(_parse_set(args.set or []))
+        if args.threads is not None:
+            overrides["threads"] = args.threads
+        recipe = load_recipe(args.recipe, overrides=overrides)
+        check_resources(recipe)
+    except (RecipeError, ValueError) as err:
+        print(f"chatforge run: {err}", file=sys.stderr)
+        return 2
+    out = args.out or f"runs/{recipe.name}{'-quick' if args.quick else ''}"
+    if args.fresh and os.path.exists(out):
+        shutil.rmtree(out)
+    from chatforge.pipeline import run_recipe
+
+    try:
+        run_recipe(recipe, out)
+    except ValueError as err:
+        print(f"chatforge run: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from chatforge import __version__
 
@@ -217,6 +271,15 @@ def build_parser() -> argparse.ArgumentParser:
     add_sampling_args(p)
     add_runtime_args(p)
     p.set_defaults(func=cmd_chat)
+
+    p = sub.add_parser("run", help="run a whole recipe (default: the embedded CPU demo), resumably")
+    p.add_argument("recipe", nargs="?", default=None, help="recipe YAML (default: recipes/default.yaml)")
+    p.add_argument("--out", default=None, help="run directory (default: runs/NAME)")
+    p.add_argument("--quick", action="store_true", help="a small profile of the same stages (minutes, not an hour)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a recipe key, e.g. ppo.steps=20")
+    p.add_argument("--fresh", action="store_true", help="delete the run directory first (default: resume)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads")
+    p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("models", help="list the packaged models and the local model cache")
     p.set_defaults(func=cmd_models)

@@ -1,0 +1,328 @@
+"""`chatforge run`: the whole recipe, stage by stage, in one run directory (see `chatforge.recipe`).
+
+    base_eval      behaviour pass rates of the starting model (held-out prompts)
+    sft            supervised fine-tuning on the recipe's mixture
+    sft_eval       behaviour pass rates after SFT
+    round_N/sample K responses per prompt from the current policy      (N = 1..rounds)
+    round_N/rate   ranked by the simulated panel (agreement measured)
+    round_N/reward a reward model on every comparison so far, from the SFT model
+    round_N/ppo    PPO against that reward model, KL to the SFT policy
+    round_N/eval   behaviour pass rates, and the win rate over SFT by a held-out rater
+    report         report.html, and RUN/chat: the final policy, ready for `chatforge chat`
+
+Each stage calls the library (the trainers, the sampler, the raters, the evaluators): this module only wires them
+and records what they did.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from chatforge import models
+from chatforge.recipe import Recipe, RunDirectory
+
+Log = Callable[[str], None]
+
+
+def _print(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _engine(model_path: str, threads: int | None) -> Any:
+    from chatforge.generation import TorchEngine
+
+    models.set_threads(threads)
+    model, tokenizer = models.load_model(model_path)
+    return TorchEngine(model, tokenizer)
+
+
+def behaviour_stage(recipe: Recipe, model_path: str) -> Callable[[Path], tuple[dict[str, str], dict[str, Any]]]:
+    def work(stage_dir: Path) -> tuple[dict[str, str], dict[str, Any]]:
+        from chatforge.evaluate.behaviour import evaluate_behaviours, heldout_prompts
+
+        prompts = heldout_prompts(recipe.evaluation.behaviours_per_category, seed=recipe.seed)
+        report = evaluate_behaviours(
+            _engine(model_path, recipe.threads),
+            prompts,
+            model_name=model_path,
+            max_new_tokens=recipe.evaluation.max_new_tokens,
+        )
+        report.write_json(stage_dir / "behaviours.json")
+        return {"behaviours": str(stage_dir / "behaviours.json")}, {"pass_rates": report.pass_rates()}
+
+    return work
+
+
+def sft_stage(recipe: Recipe) -> Callable[[Path], tuple[dict[str, str], dict[str, Any]]]:
+    def work(stage_dir: Path) -> tuple[dict[str, str], dict[str, Any]]:
+        from chatforge.data.mixture import Mixture
+        from chatforge.train.sft import SFTConfig, SFTTrainer
+
+        models.set_threads(recipe.threads)
+        model, tokenizer = models.load_model(recipe.base)
+        mixed = Mixture(recipe.sft.mix, tokenizer=tokenizer, size=recipe.sft.mix_size, max_tokens=None, seed=recipe.seed).build()
+        (stage_dir / "mixture.txt").write_text(mixed.report.format() + "\n")
+        conversations = list(mixed.conversations)
+        random.Random(recipe.seed).shuffle(conversations)
+        held = int(len(conversations) * recipe.sft.eval_fraction)
+        config = SFTConfig(
+            output_dir=str(stage_dir / "run"),
+            learning_rate=recipe.sft.learning_rate,
+            max_steps=recipe.sft.max_steps,
+            batch_tokens=recipe.sft.batch_tokens,
+            max_seq_len=recipe.sft.max_seq_len,
+            warmup_steps=max(1, recipe.sft.max_steps // 10),
+            lora=recipe.sft.lora,
+            seed=recipe.seed,
+            eval_every=max(1, recipe.sft.max_steps // 2) if held else None,
+            save_every=max(1, recipe.sft.max_steps // 3),
+            resume=(stage_dir / "run").exists(),
+            threads=recipe.threads,
+            progress=False,
+        )
+        result = SFTTrainer(config, model, tokenizer, conversations[held:], conversations[:held] or None).train()
+        assert result.final_dir is not None
+        return (
+            {"model": str(result.final_dir), "metrics": str(stage_dir / "run" / "metrics.jsonl")},
+            {"train_loss": result.train_loss, "eval_loss": result.eval_loss, "steps": result.step},
+        )
+
+    return work
+
+
+def sample_stage(recipe: Recipe, policy: str, round_index: int) -> Callable[[Path], tuple[dict[str, str], dict[str, Any]]]:
+    def work(stage_dir: Path) -> tuple[dict[str, str], dict[str, Any]]:
+        import itertools
+
+        from chatforge.generation import SamplingParams
+        from chatforge.raters.simulated import save_tasks
+        from chatforge.sampling import SamplingReport, load_prompts, sample_tasks
+
+        prompts = load_prompts(recipe.comparisons.prompts, seed=recipe.seed)
+        random.Random(recipe.seed * 1000 + round_index).shuffle(prompts)
+        report = SamplingReport()
+        params = SamplingParams(
+            max_new_tokens=recipe.comparisons.max_new_tokens,
+            temperature=recipe.comparisons.temperature,
+            top_p=0.95,
+            seed=recipe.seed + round_index,
+        )
+        tasks = sample_tasks(
+            _engine(policy, recipe.threads), prompts, k=recipe.comparisons.k, params=params, model_name=policy, report=report
+        )
+        path = save_tasks(stage_dir / "tasks.jsonl", itertools.islice(tasks, recipe.comparisons.n))
+        (stage_dir / "sampling.txt").write_text(report.format() + "\n")
+        return {"tasks": str(path)}, {"tasks": report.tasks, "redraws": report.redraws}
+
+    return work
+
+
+def rate_stage(recipe: Recipe, tasks_path: str) -> Callable[[Path], tuple[dict[str, str], dict[str, Any]]]:
+    def work(stage_dir: Path) -> tuple[dict[str, str], dict[str, Any]]:
+        from chatforge.data.comparisons import save_comparisons
+        from chatforge.raters.simulated import (
+            calibrate_noise,
+            load_tasks,
+            make_panel,
+            panel_agreement,
+            rate_tasks,
+        )
+
+        tasks = load_tasks(tasks_path)
+        noise = recipe.raters.noise
+        if recipe.raters.agreement is not None and recipe.raters.size > 1:
+            noise, _ = calibrate_noise(tasks, recipe.raters.agreement, size=recipe.raters.size, seed=recipe.seed)
+        panel = make_panel(recipe.raters.size, noise=noise, seed=recipe.seed)
+        agreement = panel_agreement(panel, tasks) if recipe.raters.size > 1 else None
+        comparisons = rate_tasks(panel, tasks)
+        path = save_comparisons(stage_dir / "comparisons.jsonl", comparisons)
+        return {"comparisons": str(path)}, {"comparisons": len(comparisons), "noise": noise, "panel_agreement": agreement}
+
+    return work
+
+
+def reward_stage(recipe: Recipe, sft_model: str, comparison_files: list[str]) -> Callable[[Path], tuple[dict[str, str], dict[str, Any]]]:
+    def work(stage_dir: Path) -> tuple[dict[str, str], dict[str, Any]]:
+        from chatforge.data.comparisons import load_comparisons
+        from chatforge.train.reward import RewardConfig, RewardTrainer, load_reward_base
+
+        models.set_threads(recipe.threads)
+        comparisons = [c for path in comparison_files for c in load_comparisons(path)]
+        random.Random(recipe.seed).shuffle(comparisons)
+        held = max(1, len(comparisons) // 5)
+        model, tokenizer = load_reward_base(sft_model, seed=recipe.seed)
+        config = RewardConfig(
+            output_dir=str(stage_dir / "run"),
+            learning_rate=recipe.reward.learning_rate,
+            epochs=recipe.reward.epochs,
+            batch_prompts=recipe.reward.batch_prompts,
+            max_seq_len=recipe.reward.max_seq_len,
+            lora=recipe.reward.lora,
+            seed=recipe.seed,
+            resume=(stage_dir / "run").exists(),
+            threads=recipe.threads,
+            progress=False,
+        )
+        result = RewardTrainer(config, model, tokenizer, comparisons[held:], comparisons[:held]).train()
+        assert result.final_dir is not None
+        return (
+            {"model": str(result.final_dir), "metrics": str(stage_dir / "run" / "metrics.jsonl")},
+            {"eval_accuracy": result.eval_accuracy, "train_accuracy": result.train_accuracy, "comparisons": len(comparisons)},
+        )
+
+    return work
+
+
+def ppo_stage(
+    recipe: Recipe, policy: str, sft_model: str, reward_model: str, round_index: int
+) -> Callable[[Path], tuple[dict[str, str], dict[str, Any]]]:
+    def work(stage_dir: Path) -> tuple[dict[str, str], dict[str, Any]]:
+        from chatforge.sampling import load_prompts
+        from chatforge.train.ppo import PPOConfig, PPOTrainer
+        from chatforge.train.reward import RewardModel
+
+        models.set_threads(recipe.threads)
+        model, tokenizer = models.load_model(policy)
+        prompts = load_prompts(recipe.ppo.prompts, seed=recipe.seed)
+        random.Random(recipe.seed * 7 + round_index).shuffle(prompts)
+        ptx = None
+        if recipe.ppo.ptx_coef > 0:
+            from chatforge.data.mixture import Mixture
+
+            ptx = list(Mixture(recipe.sft.mix, size=256, max_tokens=None, seed=recipe.seed + round_index).build().conversations)
+        config = PPOConfig(
+            output_dir=str(stage_dir / "run"),
+            steps=recipe.ppo.steps,
+            batch_size=recipe.ppo.batch_prompts,
+            mini_batch_size=max(1, recipe.ppo.batch_prompts // 2),
+            ppo_epochs=recipe.ppo.epochs,
+            learning_rate=recipe.ppo.learning_rate,
+            max_new_tokens=recipe.ppo.max_new_tokens,
+            kl_coef=recipe.ppo.kl_coef,
+            kl_target=recipe.ppo.target_kl,
+            ptx_coef=recipe.ppo.ptx_coef,
+            truncation_reward=recipe.ppo.truncation_reward,
+            lora=recipe.ppo.lora,
+            seed=recipe.seed + round_index,
+            save_every=max(1, recipe.ppo.steps // 3),
+            resume=(stage_dir / "run").exists(),
+            threads=recipe.threads,
+            progress=False,
+        )
+        # The reference for the KL penalty is the policy this round starts from; round 1 starts from SFT, as in
+        # InstructGPT, and later rounds continue from the previous PPO policy.
+        result = PPOTrainer(config, model, tokenizer, RewardModel.load(reward_model), prompts, ptx).train()
+        assert result.final_dir is not None
+        return (
+            {"model": str(result.final_dir), "metrics": str(stage_dir / "run" / "metrics.jsonl")},
+            {"reward": result.reward, "kl": result.kl, "steps": result.step, "reference": policy, "sft": sft_model},
+        )
+
+    return work
+
+
+def winrate_stage(recipe: Recipe, policy: str, baseline: str) -> Callable[[Path], tuple[dict[str, str], dict[str, Any]]]:
+    """Win rate of `policy` over `baseline` by a held-out simulated rater (a seed never used for training data)."""
+
+    def work(stage_dir: Path) -> tuple[dict[str, str], dict[str, Any]]:
+        import json
+
+        from chatforge.data.comparisons import Response
+        from chatforge.generation import SamplingParams
+        from chatforge.raters.simulated import RatingTask, SimulatedRater
+        from chatforge.sampling import load_prompts
+
+        prompts = load_prompts("behaviours-eval", seed=recipe.seed)
+        random.Random(recipe.seed).shuffle(prompts)
+        prompts = prompts[: recipe.evaluation.winrate_prompts]
+        params = SamplingParams(max_new_tokens=recipe.evaluation.max_new_tokens, temperature=0)
+        answers = {}
+        for name, path in (("policy", policy), ("baseline", baseline)):
+            engine = _engine(path, recipe.threads)
+            completions = engine.generate([engine.encode_chat(list(p.context)) for p in prompts], params)
+            answers[name] = [c.text.strip() or "(empty)" for c in completions]
+        rater = SimulatedRater(f"heldout-{recipe.raters.heldout_seed}", seed=recipe.raters.heldout_seed, noise=recipe.raters.noise)
+        wins = ties = 0.0
+        records = []
+        for item, mine, theirs in zip(prompts, answers["policy"], answers["baseline"], strict=True):
+            if mine == theirs:
+                ties += 1
+                verdict = "tie"
+            else:
+                task = RatingTask(item.id, item.context, (Response(mine, policy), Response(theirs, baseline)), item.category, item.reference)
+                ranks = rater.ranks(task)
+                verdict = "win" if ranks[0] < ranks[1] else ("tie" if ranks[0] == ranks[1] else "loss")
+                wins += verdict == "win"
+                ties += verdict == "tie"
+            records.append({"prompt": item.context[-1].content, "category": item.category, "policy": mine, "baseline": theirs, "verdict": verdict})
+        rate = (wins + 0.5 * ties) / len(prompts)
+        (stage_dir / "winrate.json").write_text(json.dumps({"win_rate": rate, "records": records}, indent=2, ensure_ascii=False))
+        return {"winrate": str(stage_dir / "winrate.json")}, {"win_rate": rate, "wins": wins, "ties": ties, "n": len(prompts)}
+
+    return work
+
+
+def copy_chat_checkpoint(source: str, target: Path) -> None:
+    tmp = target.with_name(target.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    shutil.copytree(source, tmp)
+    if target.exists():
+        shutil.rmtree(target)
+    tmp.replace(target)
+
+
+def run_recipe(recipe: Recipe, out: str | Path, *, log: Log = _print) -> RunDirectory:
+    """Run (or resume) every stage of `recipe` in `out`."""
+    import yaml
+
+    run = RunDirectory(out)
+    recipe_file = run.root / "recipe.yaml"
+    as_yaml = yaml.safe_dump(recipe.model_dump(), sort_keys=False)
+    if recipe_file.is_file() and recipe_file.read_text() != as_yaml:
+        raise ValueError(
+            f"{run.root} holds a run of a different recipe; pass another --out, or delete the directory to start over"
+        )
+    recipe_file.write_text(as_yaml)
+    started = time.time()
+    run.run_stage("base_eval", behaviour_stage(recipe, recipe.base), log)
+    policy = recipe.base
+    if recipe.sft.enabled:
+        sft = run.run_stage("sft", sft_stage(recipe), log)
+        assert sft.outputs is not None
+        policy = sft.outputs["model"]
+        run.run_stage("sft_eval", behaviour_stage(recipe, policy), log)
+    sft_model = policy
+    comparison_files: list[str] = []
+    for r in range(1, recipe.rounds + 1):
+        sample = run.run_stage(f"round_{r}/sample", sample_stage(recipe, policy, r), log)
+        assert sample.outputs is not None
+        rated = run.run_stage(f"round_{r}/rate", rate_stage(recipe, sample.outputs["tasks"]), log)
+        assert rated.outputs is not None
+        comparison_files.append(rated.outputs["comparisons"])
+        reward = run.run_stage(f"round_{r}/reward", reward_stage(recipe, sft_model, list(comparison_files)), log)
+        assert reward.outputs is not None
+        ppo = run.run_stage(f"round_{r}/ppo", ppo_stage(recipe, policy, sft_model, reward.outputs["model"], r), log)
+        assert ppo.outputs is not None
+        policy = ppo.outputs["model"]
+        run.run_stage(f"round_{r}/eval", behaviour_stage(recipe, policy), log)
+        run.run_stage(f"round_{r}/winrate", winrate_stage(recipe, policy, sft_model), log)
+    def report_stage(stage_dir: Path) -> tuple[dict[str, str], dict[str, Any]]:
+        from chatforge.report import write_report
+
+        if policy != recipe.base:
+            copy_chat_checkpoint(policy, run.root / "chat")
+        path = write_report(run, recipe)
+        return {"report": str(path), "chat": str(run.root / "chat")}, {}
+
+    # The report is always rewritten: it summarises whatever the registry holds now.
+    run.stages.pop("report", None)
+    run.run_stage("report", report_stage, log)
+    log(f"run finished in {time.time() - started:.0f} s; report: {run.root / 'report.html'}; chat: chatforge chat --model {run.root / 'chat'}")
+    return run

@@ -1,0 +1,290 @@
+"""Recipes: one YAML file describes a whole run; `chatforge run` executes it stage by stage, resumably.
+
+A recipe names the starting model, the SFT data mixture, how many rounds of (sample -> rate -> reward model ->
+PPO) to run, who rates, and what to evaluate. Everything is validated before any work starts: an unknown key, a
+missing model or data source, or an impossible setting (K < 2, a negative KL coefficient, responses longer than
+the model's context) is refused with a message that names the key and the fix.
+
+The run directory is the registry a person reads:
+
+    RUN/recipe.yaml          the recipe as run (resolved)
+    RUN/registry.json        every stage: status, start/end time, seconds, outputs, headline metrics
+    RUN/<stage>/...          each stage's own output (checkpoints, metrics.jsonl, data)
+    RUN/report.html          the report (see chatforge.report)
+    RUN/chat                 the final chat checkpoint (a copy of the last policy), ready for `chatforge chat`
+
+A stage is done when its entry in the registry says so; re-running a recipe skips done stages (`--resume`, the
+default when the directory holds the same recipe) and a killed stage restarts from its own last checkpoint
+(trainers resume exactly) or from scratch (cheap stages). Nothing a finished stage wrote is touched again.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+RECIPES_DIR = Path(__file__).resolve().parents[2] / "recipes"
+
+
+class RecipeError(ValueError):
+    """A recipe that cannot run; the message names the key and what to do."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SFTSection(_Section):
+    enabled: bool = True
+    mix: str = "behaviours=0.5,sharegpt=0.3,chitchat=0.2"
+    mix_size: int = Field(1500, ge=1)
+    max_steps: int = Field(30, ge=1)
+    batch_tokens: int = Field(2048, ge=64)
+    max_seq_len: int = Field(384, ge=16)
+    learning_rate: float = Field(5e-5, gt=0)
+    lora: bool = False
+    eval_fraction: float = Field(0.05, ge=0, lt=1)
+
+
+class ComparisonsSection(_Section):
+    prompts: str = "behaviours"
+    n: int = Field(48, ge=1, description="prompts per round")
+    k: int = Field(4, description="responses per prompt (InstructGPT: 4 to 9)")
+    max_new_tokens: int = Field(64, ge=1)
+    temperature: float = Field(1.0, gt=0)
+
+    @field_validator("k")
+    @classmethod
+    def _k_range(cls, k: int) -> int:
+        if not 2 <= k <= 9:
+            raise ValueError(f"k must be between 2 and 9 (a ranking needs at least 2 responses), got {k}")
+        return k
+
+
+class RatersSection(_Section):
+    kind: Literal["simulated"] = "simulated"
+    size: int = Field(3, ge=1)
+    agreement: float | None = Field(0.73, gt=0.5, le=1.0, description="tune noise to this agreement; null: use noise")
+    noise: float = Field(0.5, ge=0)
+    heldout_seed: int = 1000  # the rater that judges PPO vs SFT, never used for training data
+
+
+class RewardSection(_Section):
+    epochs: int = Field(2, ge=1)
+    learning_rate: float = Field(1e-5, gt=0)
+    batch_prompts: int = Field(4, ge=1)
+    lora: bool = False
+    max_seq_len: int = Field(384, ge=16)
+
+
+class PPOSection(_Section):
+    steps: int = Field(10, ge=1)
+    prompts: str = "behaviours"
+    batch_prompts: int = Field(8, ge=1)
+    max_new_tokens: int = Field(64, ge=1)
+    kl_coef: float = Field(0.05, description="per-token KL penalty to the SFT policy")
+    target_kl: float | None = Field(None, gt=0, description="adaptive KL: aim for this KL; null: fixed kl_coef")
+    learning_rate: float = Field(1e-6, gt=0)
+    epochs: int = Field(2, ge=1, description="PPO epochs over each rollout batch")
+    ptx_coef: float = Field(0.0, ge=0, description="PPO-ptx: weight of the SFT loss mixed into PPO")
+    truncation_reward: float | None = Field(-1.0, description="score of replies cut off by max_new_tokens; null: RM")
+    lora: bool = False
+
+    @field_validator("kl_coef")
+    @classmethod
+    def _kl_non_negative(cls, value: float) -> float:
+        if value < 0:
+            raise ValueError(f"kl_coef must be >= 0 (it penalises moving away from the SFT policy), got {value}")
+        return value
+
+
+class EvaluationSection(_Section):
+    behaviours_per_category: int = Field(6, ge=1)
+    winrate_prompts: int = Field(32, ge=1)
+    max_new_tokens: int = Field(96, ge=1)
+
+
+class Recipe(_Section):
+    name: str = "run"
+    base: str = "smollm2-135m-instruct"
+    seed: int = 0
+    threads: int | None = Field(None, ge=1)
+    rounds: int = Field(2, ge=0)
+    sft: SFTSection = Field(default_factory=SFTSection)
+    comparisons: ComparisonsSection = Field(default_factory=ComparisonsSection)
+    raters: RatersSection = Field(default_factory=RatersSection)
+    reward: RewardSection = Field(default_factory=RewardSection)
+    ppo: PPOSection = Field(default_factory=PPOSection)
+    evaluation: EvaluationSection = Field(default_factory=EvaluationSection)
+
+
+def _known_keys(model: type[BaseModel], path: tuple[Any, ...]) -> list[str]:
+    current: Any = model
+    for part in path:
+        field_info = current.model_fields.get(part) if isinstance(part, str) else None
+        if field_info is None or not isinstance(field_info.annotation, type) or not issubclass(field_info.annotation, BaseModel):
+            break
+        current = field_info.annotation
+    return list(current.model_fields)
+
+
+def _explain(err: ValidationError, source: str) -> RecipeError:
+    lines = []
+    for problem in err.errors():
+        location = ".".join(str(p) for p in problem["loc"])
+        if problem["type"] == "extra_forbidden":
+            key = str(problem["loc"][-1])
+            known = _known_keys(Recipe, problem["loc"][:-1])
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f"did you mean '{close[0]}'?" if close else f"known keys here: {', '.join(known)}"
+            lines.append(f"unknown key '{location}': {hint}")
+        else:
+            message = str(problem["msg"]).removeprefix("Value error, ")
+            lines.append(f"'{location}': {message}")
+    return RecipeError(f"{source}: " + "; ".join(lines))
+
+
+def load_recipe(path: str | os.PathLike[str] | None = None, *, overrides: dict[str, Any] | None = None) -> Recipe:
+    """Read and validate a recipe file (default: recipes/default.yaml)."""
+    source = Path(path) if path is not None else RECIPES_DIR / "default.yaml"
+    if not source.is_file():
+        raise RecipeError(f"recipe {source} does not exist (the shipped ones are in {RECIPES_DIR})")
+    try:
+        data = yaml.safe_load(source.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        raise RecipeError(f"{source}: not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise RecipeError(f"{source}: a recipe is a mapping of keys to values, got {type(data).__name__}")
+    for dotted, value in (overrides or {}).items():
+        target = data
+        *parents, last = dotted.split(".")
+        for part in parents:
+            target = target.setdefault(part, {})
+        target[last] = value
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as err:
+        raise _explain(err, str(source)) from None
+
+
+def check_resources(recipe: Recipe) -> None:
+    """The checks that need the installed models and data: run before any work starts."""
+    from chatforge import models
+    from chatforge.data.mixture import MixSpecError, parse_mix
+
+    problems = []
+    try:
+        models.resolve(recipe.base, convert=False)
+    except models.ModelNotFoundError as err:
+        problems.append(f"'base': {err}")
+    if recipe.sft.enabled:
+        try:
+            parse_mix(recipe.sft.mix)
+        except MixSpecError as err:
+            problems.append(f"'sft.mix': {err}")
+    for key, source in (("comparisons.prompts", recipe.comparisons.prompts), ("ppo.prompts", recipe.ppo.prompts)):
+        if source in ("behaviours", "behaviours-eval", "mtbench", "sharegpt", "chitchat"):
+            continue
+        if not Path(source).is_file():
+            problems.append(f"'{key}': no prompt source or file called {source!r}")
+    if not problems:
+        limit = _context_length(recipe.base)
+        for key, length in (
+            ("comparisons.max_new_tokens", recipe.comparisons.max_new_tokens),
+            ("ppo.max_new_tokens", recipe.ppo.max_new_tokens),
+            ("evaluation.max_new_tokens", recipe.evaluation.max_new_tokens),
+        ):
+            if limit is not None and length >= limit:
+                problems.append(f"'{key}': {length} tokens do not fit the model's {limit}-token context; lower it")
+    if problems:
+        raise RecipeError("the recipe cannot run: " + "; ".join(problems))
+
+
+def _context_length(name: str) -> int | None:
+    from chatforge import models
+
+    resolved = models.resolve(name, convert=False)
+    config_file = resolved.path / "config.json" if resolved.path is not None else None
+    if config_file is not None and config_file.is_file():
+        value = json.loads(config_file.read_text()).get("max_position_embeddings")
+        return int(value) if value else None
+    return None
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The run directory and its registry
+# --------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class StageRecord:
+    name: str
+    status: Literal["done", "running", "failed"]
+    started: float
+    finished: float | None = None
+    outputs: dict[str, str] | None = None
+    metrics: dict[str, Any] | None = None
+    error: str | None = None
+
+    @property
+    def seconds(self) -> float | None:
+        return None if self.finished is None else self.finished - self.started
+
+
+class RunDirectory:
+    """The registry of a run: which stages are done, what they wrote, their headline metrics."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.registry_path = self.root / "registry.json"
+        self.stages: dict[str, StageRecord] = {}
+        if self.registry_path.is_file():
+            raw = json.loads(self.registry_path.read_text())
+            self.stages = {name: StageRecord(**record) for name, record in raw["stages"].items()}
+
+    def save(self) -> None:
+        data = {"stages": {name: record.__dict__ for name, record in self.stages.items()}}
+        tmp = self.registry_path.with_name("registry.json.tmp")
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
+        tmp.replace(self.registry_path)
+
+    def done(self, name: str) -> bool:
+        record = self.stages.get(name)
+        return record is not None and record.status == "done"
+
+    def path(self, name: str) -> Path:
+        return self.root / name
+
+    def run_stage(
+        self, name: str, work: Callable[[Path], tuple[dict[str, str], dict[str, Any]]], log: Callable[[str], None]
+    ) -> StageRecord:
+        """Run `work(stage_dir) -> (outputs, metrics)` unless the stage is done; record the result."""
+        if self.done(name):
+            log(f"[{name}] done already, skipped")
+            return self.stages[name]
+        log(f"[{name}] starting")
+        record = StageRecord(name, "running", time.time())
+        self.stages[name] = record
+        self.save()
+        stage_dir = self.path(name)
+        stage_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            outputs, metrics = work(stage_dir)
+        except BaseException as err:
+            record.status, record.finished, record.error = "failed", time.time(), f"{type(err).__name__}: {err}"
+            self.save()
+            raise
+        record.status, record.finished, record.outputs, record.metrics = "done", time.time(), outputs, metrics
+        self.save()
+        log(f"[{name}] done in {record.seconds:.0f} s")
+        return record

@@ -1,0 +1,122 @@
+"""Recipes: validation before any work, and the whole pipeline end to end on the tiny model, resumably."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+
+import pytest
+
+from chatforge import cli, models, pipeline
+from chatforge.recipe import RECIPES_DIR, RecipeError, RunDirectory, check_resources, load_recipe
+
+
+def write(tmp_path, text: str):
+    path = tmp_path / "recipe.yaml"
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+@pytest.mark.parametrize("name", ["default.yaml", "gemma-3-270m-base.yaml", "multi-gpu-example.yaml"])
+def test_shipped_recipes_are_valid(name):
+    recipe = load_recipe(RECIPES_DIR / name)
+    assert recipe.rounds >= 1 and 2 <= recipe.comparisons.k <= 9
+
+
+def test_default_recipe_resources_exist():
+    check_resources(load_recipe())
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("ppo:\n  kl_coeff: 0.1\n", "unknown key 'ppo.kl_coeff': did you mean 'kl_coef'?"),
+        ("roundz: 3\n", "unknown key 'roundz': did you mean 'rounds'?"),
+        ("comparisons:\n  k: 1\n", "'comparisons.k': k must be between 2 and 9"),
+        ("ppo:\n  kl_coef: -0.1\n", "'ppo.kl_coef': kl_coef must be >= 0"),
+        ("rounds: -1\n", "'rounds'"),
+        ("- a\n- b\n", "a recipe is a mapping"),
+    ],
+)
+def test_bad_recipes_are_refused_with_the_key_named(tmp_path, text, problem):
+    with pytest.raises(RecipeError) as info:
+        load_recipe(write(tmp_path, text))
+    assert problem in str(info.value)
+
+
+def test_missing_model_source_and_impossible_length(tmp_path, tiny):
+    with pytest.raises(RecipeError, match="'base': no model called 'nope-model'"):
+        check_resources(load_recipe(write(tmp_path, "base: nope-model\n")))
+    with pytest.raises(RecipeError, match="'sft.mix'"):
+        check_resources(load_recipe(write(tmp_path, "sft:\n  mix: nosuchsource=1\n")))
+    with pytest.raises(RecipeError, match="'ppo.prompts': no prompt source or file called 'missing.jsonl'"):
+        check_resources(load_recipe(write(tmp_path, "ppo:\n  prompts: missing.jsonl\n")))
+    model, tokenizer = tiny
+    checkpoint = models.save_checkpoint(model, tokenizer, tmp_path / "tiny")
+    recipe = load_recipe(write(tmp_path, f"base: {checkpoint}\nppo:\n  max_new_tokens: 5000\n"))
+    with pytest.raises(RecipeError, match="'ppo.max_new_tokens': 5000 tokens do not fit the model's 4096-token context"):
+        check_resources(recipe)
+
+
+def test_cli_refuses_a_bad_recipe_before_any_work(tmp_path, capsys):
+    assert cli.main(["run", str(write(tmp_path, "ppo:\n  kl_coeff: 1\n")), "--out", str(tmp_path / "run")]) == 2
+    assert "did you mean 'kl_coef'" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+    assert cli.main(["run", "--set", "nonsense"]) == 2
+
+
+TINY_RECIPE = """
+name: tiny
+base: {base}
+rounds: 1
+sft: {{mix: "behaviours=1.0", mix_size: 40, max_steps: 2, batch_tokens: 512, max_seq_len: 128, eval_fraction: 0.1}}
+comparisons: {{n: 4, k: 2, max_new_tokens: 6}}
+raters: {{size: 2, agreement: null, noise: 0.5}}
+reward: {{epochs: 1, batch_prompts: 2, max_seq_len: 128}}
+ppo: {{steps: 1, batch_prompts: 2, max_new_tokens: 6}}
+evaluation: {{behaviours_per_category: 1, winrate_prompts: 4, max_new_tokens: 6}}
+"""
+
+
+def test_whole_recipe_runs_and_resumes_on_the_tiny_model(tmp_path, tiny, monkeypatch):
+    model, tokenizer = tiny
+    checkpoint = models.save_checkpoint(model, tokenizer, tmp_path / "tiny")
+    recipe = load_recipe(write(tmp_path, TINY_RECIPE.format(base=checkpoint)))
+    out = tmp_path / "run"
+
+    # A run that dies in PPO keeps every finished stage...
+    def broken(*args, **kwargs):
+        def work(stage_dir):
+            raise RuntimeError("killed")
+
+        return work
+
+    monkeypatch.setattr(pipeline, "ppo_stage", broken)
+    with pytest.raises(RuntimeError, match="killed"):
+        pipeline.run_recipe(recipe, out, log=lambda m: None)
+    registry = RunDirectory(out)
+    assert [n for n, r in registry.stages.items() if r.status == "done"] == [
+        "base_eval", "sft", "sft_eval", "round_1/sample", "round_1/rate", "round_1/reward",
+    ]
+    assert registry.stages["round_1/ppo"].status == "failed"
+    sft_model = registry.stages["sft"].outputs["model"]
+    stamp = (tmp_path / "run" / "sft").stat().st_mtime_ns, sorted(p.name for p in (out / "sft" / "run").iterdir())
+
+    # ...and the rerun does only what is left.
+    monkeypatch.undo()
+    logs: list[str] = []
+    run = pipeline.run_recipe(recipe, out, log=logs.append)
+    assert all(record.status == "done" for record in run.stages.values())
+    assert "[sft] done already, skipped" in logs and "[round_1/reward] done already, skipped" in logs
+    assert run.stages["sft"].outputs["model"] == sft_model
+    assert stamp == ((tmp_path / "run" / "sft").stat().st_mtime_ns, sorted(p.name for p in (out / "sft" / "run").iterdir()))
+    report = (out / "report.html").read_text()
+    assert "Behaviour pass rates" in report and "win rate over SFT" in report
+    assert (out / "chat" / "config.json").is_file() and (out / "chat" / "chat_template.jinja").is_file()
+    winrate = json.loads((out / "round_1" / "winrate" / "winrate.json").read_text())
+    assert 0.0 <= winrate["win_rate"] <= 1.0 and len(winrate["records"]) == 4
+
+    # a different recipe in the same directory is refused rather than mixed in
+    other = load_recipe(write(tmp_path, TINY_RECIPE.format(base=checkpoint).replace("rounds: 1", "rounds: 2")))
+    with pytest.raises(ValueError, match="holds a run of a different recipe"):
+        pipeline.run_recipe(other, out, log=lambda m: None)
