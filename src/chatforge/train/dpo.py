@@ -34,6 +34,7 @@ from torch import nn
 
 from chatforge import chat, models
 from chatforge.train import common, losses, packing, rollout
+from chatforge.train import config as config_io
 from chatforge.train.sft import SFTTrainer, _link_tree, _load_weights, _with_lora
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,7 @@ class DPOConfigError(ValueError):
 
 
 @dataclass
-class DPOConfig(rollout.ConfigIO):
+class DPOConfig(config_io.ConfigIO):
     __pydantic_config__: ClassVar[ConfigDict] = ConfigDict(extra="forbid")
     _error: ClassVar[type[ValueError]] = DPOConfigError
     _what: ClassVar[str] = "DPO"
@@ -84,7 +85,7 @@ class DPOConfig(rollout.ConfigIO):
 
     def problems(self) -> list[str]:
         out: list[str] = []
-        number = rollout.number_checker(self, out)
+        number = config_io.number_checker(self, out)
         if not isinstance(self.output_dir, str) or not self.output_dir.strip():
             out.append("output_dir must be a non-empty path")
         number("beta", minimum=0.0, inclusive=False)
@@ -338,7 +339,7 @@ _ALIASES = {"output_dir": ["--out"], "learning_rate": ["--lr"]}
 def run_command(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        config = rollout.config_from_args(DPOConfig, args)
+        config = config_io.config_from_args(DPOConfig, args)
         if not config.policy or not config.comparisons:
             raise DPOConfigError("give --policy and --comparisons")
         models.set_threads(config.threads)
@@ -359,5 +360,5 @@ def run_command(args: argparse.Namespace) -> int:
 
 def register_cli(subparsers: Any) -> None:
     parser = subparsers.add_parser("dpo", help="direct preference optimisation on comparison records")
-    rollout.add_config_arguments(parser, DPOConfig, _ALIASES)
+    config_io.add_config_arguments(parser, DPOConfig, _ALIASES)
     parser.set_defaults(func=run_command)

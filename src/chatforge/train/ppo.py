@@ -58,6 +58,7 @@ from torch import nn
 from chatforge import chat, models
 from chatforge.generation import SamplingParams, TorchEngine
 from chatforge.train import common, losses, packing, rollout, token_loss
+from chatforge.train import config as config_io
 from chatforge.train.sft import SFTTrainer, _link_tree, _load_weights, _with_lora, read_conversations
 
 log = logging.getLogger(__name__)
@@ -71,7 +72,7 @@ class PPOConfigError(ValueError):
 
 
 @dataclass
-class PPOConfig(rollout.ConfigIO):
+class PPOConfig(config_io.ConfigIO):
     """Everything that decides a PPO run. YAML keys and long CLI flags have the same names."""
 
     __pydantic_config__: ClassVar[ConfigDict] = ConfigDict(extra="forbid")
@@ -149,7 +150,7 @@ class PPOConfig(rollout.ConfigIO):
 
     def problems(self) -> list[str]:
         out: list[str] = []
-        number = rollout.number_checker(self, out)
+        number = config_io.number_checker(self, out)
         if not isinstance(self.output_dir, str) or not self.output_dir.strip():
             out.append("output_dir must be a non-empty path")
         for name in ("steps", "batch_size", "mini_batch_size", "ppo_epochs", "max_new_tokens", "max_prompt_tokens",
@@ -714,7 +715,7 @@ _ALIASES = {"reward_model": ["--reward"], "output_dir": ["--out"], "learning_rat
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    rollout.add_config_arguments(parser, PPOConfig, _ALIASES)
+    config_io.add_config_arguments(parser, PPOConfig, _ALIASES)
 
 
 def load_policy(name: str) -> tuple[Any, Any]:
@@ -728,7 +729,7 @@ def run_command(args: argparse.Namespace) -> int:
     """``chatforge ppo``: load policy, reward model, prompts (and PPO-ptx data); train."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        config = rollout.config_from_args(PPOConfig, args)
+        config = config_io.config_from_args(PPOConfig, args)
         missing = [flag for flag, value in (("--policy", config.policy), ("--reward", config.reward_model),
                                             ("--prompts", config.prompts)) if not value]
         if missing:

@@ -30,8 +30,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
-import dataclasses
-import difflib
 import hashlib
 import json
 import logging
@@ -50,21 +48,16 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import torch
-from pydantic import ConfigDict, TypeAdapter, ValidationError
+from pydantic import ConfigDict
 from torch import nn
 
 from chatforge import chat, models
 from chatforge.data.comparisons import Comparison, ComparisonError, load_comparisons
 from chatforge.evaluate.reward import PlottingUnavailable, evaluate_reward_model, require_matplotlib
 from chatforge.train import common, losses, packing
-from chatforge.train.sft import (
-    SFTDataError,
-    _bf16_flag,
-    _link_tree,
-    _load_weights,
-    _name_list,
-    read_conversations,
-)
+from chatforge.train.config import ConfigIO, add_config_arguments
+from chatforge.train.config import config_from_args as config_from_args_of
+from chatforge.train.sft import SFTDataError, _link_tree, _load_weights, read_conversations
 
 log = logging.getLogger(__name__)
 
@@ -88,10 +81,12 @@ class RewardDataError(ValueError):
 
 
 @dataclass
-class RewardConfig:
+class RewardConfig(ConfigIO):
     """Everything that decides a reward-model run. Keys of a YAML config and long CLI flags have the same names."""
 
     __pydantic_config__: ClassVar[ConfigDict] = ConfigDict(extra="forbid")
+    _error: ClassVar[type[ValueError]] = RewardConfigError
+    _what: ClassVar[str] = "reward-model"
 
     output_dir: str = field(metadata={"help": "run directory: metrics, checkpoints, final reward model"})
     # Read by the command (`run_command`, `load_data`); RewardTrainer itself takes a loaded model and records.
@@ -279,58 +274,6 @@ class RewardConfig:
         if self.resume and self.overwrite:
             out.append("resume and overwrite contradict each other: give one")
         return out
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> RewardConfig:
-        """Build a config from plain values (a parsed YAML file, say): unknown keys and values of the wrong type
-        are errors; numbers written as strings ("1e-5", which YAML reads as a string) are converted."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = []
-        for key in values:
-            if key not in known:
-                close = difflib.get_close_matches(str(key), sorted(known), n=1)
-                unknown.append(f"unknown key {key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-        if unknown:
-            raise RewardConfigError("invalid reward-model config:\n" + "\n".join(f"  - {p}" for p in unknown))
-        try:
-            return TypeAdapter(cls).validate_python(dict(values))
-        except ValidationError as err:
-            lines = []
-            for e in err.errors():
-                if e["type"] == "value_error":  # raised by __post_init__: already a readable list
-                    raise RewardConfigError(str(e["ctx"]["error"])) from None
-                where = ".".join(str(p) for p in e["loc"]) or "config"
-                detail = "missing" if e["type"] == "missing" else f"{e['msg']} (got {e.get('input')!r})"
-                lines.append(f"{where}: {detail}")
-            raise RewardConfigError(
-                "invalid reward-model config:\n" + "\n".join(f"  - {p}" for p in lines)
-            ) from None
-
-    @classmethod
-    def from_yaml(cls, path: str | os.PathLike[str], **overrides: Any) -> RewardConfig:
-        import yaml
-
-        try:
-            loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-        except OSError as err:
-            raise RewardConfigError(f"cannot read the config file {path}: {err}") from None
-        except yaml.YAMLError as err:
-            raise RewardConfigError(f"{path} is not valid YAML: {err}") from None
-        if loaded is None:
-            loaded = {}
-        if not isinstance(loaded, dict):
-            raise RewardConfigError(
-                f"{path} must hold a mapping of RewardConfig fields, not a {type(loaded).__name__}"
-            )
-        return cls.from_dict({**loaded, **overrides})
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Tokens: the pad id and what gets scored
-# --------------------------------------------------------------------------------------------------------------
 
 
 def _end_tokens(tokenizer: Any) -> set[int]:
@@ -1325,40 +1268,12 @@ _ALIASES = {"sft_model": ["--sft"], "output_dir": ["--out"], "learning_rate": ["
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``rm`` command's flags: --config YAML, and one flag per RewardConfig field (flags beat the YAML)."""
-    parser.add_argument(
-        "--config", metavar="YAML", help="a YAML file of RewardConfig fields; flags override it"
-    )
-    hints = typing.get_type_hints(RewardConfig)
-    for f in dataclasses.fields(RewardConfig):
-        names = [*_ALIASES.get(f.name, []), "--" + f.name.replace("_", "-")]
-        help_text = f.metadata.get("help")
-        hint = hints[f.name]
-        if f.name == "bf16":
-            parser.add_argument(*names, dest=f.name, type=_bf16_flag, metavar="{auto,on,off}", help=help_text)
-        elif f.name == "lora_target_modules":
-            parser.add_argument(
-                *names, dest=f.name, type=_name_list, metavar="NAME[,NAME...]", help=help_text
-            )
-        elif hint is bool:
-            parser.add_argument(*names, dest=f.name, action=argparse.BooleanOptionalAction, help=help_text)
-        elif typing.get_origin(hint) is Literal:
-            parser.add_argument(*names, dest=f.name, choices=typing.get_args(hint), help=help_text)
-        else:
-            scalar = next(t for t in (*typing.get_args(hint), hint) if t in (int, float, str))
-            parser.add_argument(*names, dest=f.name, type=scalar, help=help_text)
-    parser.set_defaults(**{f.name: None for f in dataclasses.fields(RewardConfig)})
+    add_config_arguments(parser, RewardConfig, _ALIASES)
 
 
 def config_from_args(args: argparse.Namespace) -> RewardConfig:
     """The config a command line describes: the --config YAML (if any) with the given flags on top."""
-    flags = {
-        f.name: getattr(args, f.name)
-        for f in dataclasses.fields(RewardConfig)
-        if getattr(args, f.name, None) is not None
-    }
-    if getattr(args, "config", None):
-        return RewardConfig.from_yaml(args.config, **flags)
-    return RewardConfig.from_dict(flags)
+    return typing.cast(RewardConfig, config_from_args_of(RewardConfig, args))
 
 
 _COMMAND_ERRORS = (

@@ -1,5 +1,5 @@
-"""What the policy-optimisation stages (PPO, best-of-n, DPO) share: rollouts, scoring, a packed log-prob forward
-pass, and config/CLI plumbing.
+"""What the policy-optimisation stages (PPO, best-of-n, DPO) share: rollouts, scoring and a packed log-prob
+forward pass (their config/CLI plumbing is `chatforge.train.config`, shared with SFT and the reward model).
 
 * ``as_context``: a prompt (``sampling.PromptItem``, a ``Conversation`` or a message list ending with the user)
   as a tuple of messages;
@@ -8,22 +8,15 @@ pass, and config/CLI plumbing.
   (each conversation a list of ``chat.Message`` ending with the assistant reply) applied to rollouts;
 * ``pack`` + ``sequence_forward``: run many (prompt, response) sequences through the decoder at once, packed
   without padding (position ids restart per sequence), and return the log-probability, entropy and hidden state
-  at every response token, with the output head applied to the response positions only;
-* ``ConfigIO`` / ``add_config_arguments`` / ``config_from_args``: YAML/dict loading with readable errors and one
-  CLI flag per config field, as SFT does it, for any config dataclass.
+  at every response token, with the output head applied to the response positions only.
 """
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
-import difflib
-import os
 import typing
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
@@ -238,115 +231,3 @@ def flat(values: torch.Tensor, spans: Sequence[tuple[int, int]]) -> torch.Tensor
 def response_mask(lengths: Sequence[int], width: int | None = None) -> torch.Tensor:
     width = width or max(lengths, default=0)
     return (torch.arange(width)[None, :] < torch.tensor(list(lengths))[:, None]).float()
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Config files and command lines (the shape SFT's config has, for any config dataclass)
-# --------------------------------------------------------------------------------------------------------------
-
-
-class ConfigIO:
-    """``from_dict`` / ``from_yaml`` / ``to_dict`` for a config dataclass with a ``problems()`` method. Subclasses
-    set ``_error`` (the exception class) and ``_what`` (e.g. "PPO")."""
-
-    _error: typing.ClassVar[type[ValueError]] = ValueError
-    _what: typing.ClassVar[str] = ""
-
-    def _check(self) -> None:
-        problems = self.problems()  # type: ignore[attr-defined]
-        if problems:
-            raise self._error(f"invalid {self._what} config:\n" + "\n".join(f"  - {p}" for p in problems))
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> Any:
-        from pydantic import TypeAdapter, ValidationError
-
-        known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-        problems = []
-        for key in values:
-            if key not in known:
-                close = difflib.get_close_matches(str(key), sorted(known), n=1)
-                problems.append(f"unknown key {key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-        if problems:
-            raise cls._error(f"invalid {cls._what} config:\n" + "\n".join(f"  - {p}" for p in problems))
-        try:
-            return TypeAdapter(cls).validate_python(dict(values))
-        except ValidationError as err:
-            lines = []
-            for e in err.errors():
-                if e["type"] == "value_error":
-                    raise cls._error(str(e["ctx"]["error"])) from None
-                where = ".".join(str(p) for p in e["loc"]) or "config"
-                detail = "missing" if e["type"] == "missing" else f"{e['msg']} (got {e.get('input')!r})"
-                lines.append(f"{where}: {detail}")
-            raise cls._error(f"invalid {cls._what} config:\n" + "\n".join(f"  - {p}" for p in lines)) from None
-
-    @classmethod
-    def from_yaml(cls, path: str | os.PathLike[str], **overrides: Any) -> Any:
-        import yaml
-
-        try:
-            loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-        except OSError as err:
-            raise cls._error(f"cannot read the config file {path}: {err}") from None
-        except yaml.YAMLError as err:
-            raise cls._error(f"{path} is not valid YAML: {err}") from None
-        loaded = loaded or {}
-        if not isinstance(loaded, dict):
-            raise cls._error(f"{path} must hold a mapping of config fields, not a {type(loaded).__name__}")
-        return cls.from_dict({**loaded, **overrides})
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)  # type: ignore[call-overload]
-
-
-def number_checker(config: Any, out: list[str]) -> Callable[..., None]:
-    """``number(name, minimum=..., inclusive=..., integer=..., optional=...)`` appending problems to ``out``."""
-
-    def number(
-        name: str, *, minimum: float, inclusive: bool = True, integer: bool = False, optional: bool = False
-    ) -> None:
-        value: Any = getattr(config, name)
-        if value is None and optional:
-            return
-        kinds = (int,) if integer else (int, float)
-        if isinstance(value, bool) or not isinstance(value, kinds):
-            out.append(f"{name} must be {'an integer' if integer else 'a number'}, got {value!r}")
-        elif value != value or abs(float(value)) == float("inf") or value < minimum or (value == minimum and not inclusive):
-            out.append(f"{name} must be {'>=' if inclusive else '>'} {minimum}, got {value!r}")
-
-    return number
-
-
-def add_config_arguments(
-    parser: argparse.ArgumentParser, cls: type, aliases: Mapping[str, list[str]] | None = None
-) -> None:
-    """--config YAML plus one flag per field of ``cls`` (flags beat the YAML), typed as SFT's are."""
-    from chatforge.train.sft import _bf16_flag, _name_list
-
-    aliases = aliases or {}
-    parser.add_argument("--config", metavar="YAML", help=f"a YAML file of {cls.__name__} fields; flags override it")
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        names = [*aliases.get(f.name, []), "--" + f.name.replace("_", "-")]
-        help_text = f.metadata.get("help")
-        hint = hints[f.name]
-        if f.name == "bf16":
-            parser.add_argument(*names, dest=f.name, type=_bf16_flag, metavar="{auto,on,off}", help=help_text)
-        elif f.name == "lora_target_modules":
-            parser.add_argument(*names, dest=f.name, type=_name_list, metavar="NAME[,NAME...]", help=help_text)
-        elif hint is bool:
-            parser.add_argument(*names, dest=f.name, action=argparse.BooleanOptionalAction, help=help_text)
-        elif typing.get_origin(hint) is Literal:
-            parser.add_argument(*names, dest=f.name, choices=typing.get_args(hint), help=help_text)
-        else:
-            scalar = next(t for t in (*typing.get_args(hint), hint) if t in (int, float, str))
-            parser.add_argument(*names, dest=f.name, type=scalar, help=help_text)
-    parser.set_defaults(**{f.name: None for f in dataclasses.fields(cls)})
-
-
-def config_from_args(cls: Any, args: argparse.Namespace) -> Any:
-    flags = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if getattr(args, f.name, None) is not None}
-    if getattr(args, "config", None):
-        return cls.from_yaml(args.config, **flags)
-    return cls.from_dict(flags)

@@ -26,7 +26,6 @@ import argparse
 import contextlib
 import copy
 import dataclasses
-import difflib
 import importlib
 import importlib.util
 import json
@@ -44,11 +43,13 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import torch
-from pydantic import ConfigDict, TypeAdapter, ValidationError
+from pydantic import ConfigDict
 from torch import nn
 
 from chatforge import chat, models
 from chatforge.train import common, packing, token_loss
+from chatforge.train.config import ConfigIO, add_config_arguments
+from chatforge.train.config import config_from_args as config_from_args_of
 
 log = logging.getLogger(__name__)
 
@@ -66,11 +67,13 @@ class SFTDataError(ValueError):
 
 
 @dataclass
-class SFTConfig:
+class SFTConfig(ConfigIO):
     """Everything that decides an SFT run. Keys of a YAML config and long CLI flags have the same names."""
 
-    # Reject unknown keys when built from a dict or YAML (see `from_dict`).
+    # Reject unknown keys when built from a dict or YAML (see `ConfigIO.from_dict`).
     __pydantic_config__: ClassVar[ConfigDict] = ConfigDict(extra="forbid")
+    _error: ClassVar[type[ValueError]] = SFTConfigError
+    _what: ClassVar[str] = "SFT"
 
     output_dir: str = field(metadata={"help": "run directory: metrics, checkpoints, final model"})
     # Read by the command (`run_command`, `load_data`); SFTTrainer itself takes a loaded model and conversations.
@@ -257,51 +260,6 @@ class SFTConfig:
         if self.resume and self.overwrite:
             out.append("resume and overwrite contradict each other: give one")
         return out
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> SFTConfig:
-        """Build a config from plain values (a parsed YAML file, say): unknown keys and values of the wrong type
-        are errors; numbers written as strings ("1e-4", which YAML reads as a string) are converted."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        problems = []
-        for key in values:
-            if key not in known:
-                close = difflib.get_close_matches(str(key), sorted(known), n=1)
-                problems.append(f"unknown key {key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-        if problems:
-            raise SFTConfigError("invalid SFT config:\n" + "\n".join(f"  - {p}" for p in problems))
-        try:
-            return TypeAdapter(cls).validate_python(values)
-        except ValidationError as err:
-            lines = []
-            for e in err.errors():
-                if e["type"] == "value_error":  # raised by __post_init__: already a readable list
-                    raise SFTConfigError(str(e["ctx"]["error"])) from None
-                where = ".".join(str(p) for p in e["loc"]) or "config"
-                detail = "missing" if e["type"] == "missing" else f"{e['msg']} (got {e.get('input')!r})"
-                lines.append(f"{where}: {detail}")
-            raise SFTConfigError("invalid SFT config:\n" + "\n".join(f"  - {p}" for p in lines)) from None
-
-    @classmethod
-    def from_yaml(cls, path: str | os.PathLike[str], **overrides: Any) -> SFTConfig:
-        import yaml
-
-        try:
-            loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-        except OSError as err:
-            raise SFTConfigError(f"cannot read the config file {path}: {err}") from None
-        except yaml.YAMLError as err:
-            raise SFTConfigError(f"{path} is not valid YAML: {err}") from None
-        if loaded is None:
-            loaded = {}
-        if not isinstance(loaded, dict):
-            raise SFTConfigError(
-                f"{path} must hold a mapping of SFTConfig fields, not a {type(loaded).__name__}"
-            )
-        return cls.from_dict({**loaded, **overrides})
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
 
 @dataclass(frozen=True)
@@ -937,56 +895,14 @@ def load_data(
 _ALIASES = {"base_model": ["--base"], "output_dir": ["--out"], "learning_rate": ["--lr"]}
 
 
-def _bf16_flag(text: str) -> bool | str:
-    value = text.strip().lower()
-    if value == "auto":
-        return "auto"
-    if value in ("on", "true", "yes", "1"):
-        return True
-    if value in ("off", "false", "no", "0"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected auto, on or off, not {text!r}")
-
-
-def _name_list(text: str) -> list[str] | str:
-    names = [n.strip() for n in text.split(",") if n.strip()]
-    return names[0] if names == ["all-linear"] else names
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``sft`` command's flags: --config YAML, and one flag per SFTConfig field (flags beat the YAML)."""
-    parser.add_argument("--config", metavar="YAML", help="a YAML file of SFTConfig fields; flags override it")
-    hints = typing.get_type_hints(SFTConfig)
-    for f in dataclasses.fields(SFTConfig):
-        names = [*_ALIASES.get(f.name, []), "--" + f.name.replace("_", "-")]
-        help_text = f.metadata.get("help")
-        hint = hints[f.name]
-        if f.name == "bf16":
-            parser.add_argument(*names, dest=f.name, type=_bf16_flag, metavar="{auto,on,off}", help=help_text)
-        elif f.name == "lora_target_modules":
-            parser.add_argument(
-                *names, dest=f.name, type=_name_list, metavar="NAME[,NAME...]", help=help_text
-            )
-        elif hint is bool:
-            parser.add_argument(*names, dest=f.name, action=argparse.BooleanOptionalAction, help=help_text)
-        elif typing.get_origin(hint) is Literal:
-            parser.add_argument(*names, dest=f.name, choices=typing.get_args(hint), help=help_text)
-        else:
-            scalar = next(t for t in (*typing.get_args(hint), hint) if t in (int, float, str))
-            parser.add_argument(*names, dest=f.name, type=scalar, help=help_text)
-    parser.set_defaults(**{f.name: None for f in dataclasses.fields(SFTConfig)})
+    add_config_arguments(parser, SFTConfig, _ALIASES)
 
 
 def config_from_args(args: argparse.Namespace) -> SFTConfig:
     """The config a command line describes: the --config YAML (if any) with the given flags on top."""
-    flags = {
-        f.name: getattr(args, f.name)
-        for f in dataclasses.fields(SFTConfig)
-        if getattr(args, f.name, None) is not None
-    }
-    if getattr(args, "config", None):
-        return SFTConfig.from_yaml(args.config, **flags)
-    return SFTConfig.from_dict(flags)
+    return typing.cast(SFTConfig, config_from_args_of(SFTConfig, args))
 
 
 def run_command(args: argparse.Namespace) -> int:
