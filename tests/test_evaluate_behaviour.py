@@ -86,3 +86,17 @@ def test_eval_command(capsys, tmp_path):
                      "--json", str(tmp_path / "b.json"), "--show", "1"]) == 0
     out = capsys.readouterr().out
     assert "behaviour pass rates for tiny (6 held-out prompts)" in out and (tmp_path / "b.json").is_file()
+
+
+def test_rejudge_uses_the_saved_replies(tmp_path, capsys):
+    saved = {"model": "m", "pass_rates": {}, "results": [
+        {"category": "refusal", "prompt": "p", "reply": "I can't help with that.", "passed": False, "reason": "old"},
+        {"category": "identity", "prompt": "q", "reply": "I am a person.", "passed": True, "reason": "old"},
+    ]}
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(saved))
+    assert cli.main(["eval", "behaviours", "--rejudge", str(path)]) == 0
+    assert "refusal" in capsys.readouterr().out
+    from chatforge.evaluate.behaviour import rejudge
+
+    assert [r.passed for r in rejudge(path).results] == [True, False]

@@ -114,15 +114,20 @@ def cmd_eval_behaviours(args: argparse.Namespace) -> int:
     from chatforge.generation import TorchEngine
 
     models.set_threads(args.threads)
-    try:
-        model, tokenizer = models.load_model(args.model, dtype=models.inference_dtype(args.dtype))
-    except (models.ModelNotFoundError, ValueError) as err:
-        print(f"chatforge eval behaviours: {err}", file=sys.stderr)
-        return 2
-    prompts = heldout_prompts(args.per_category, seed=args.seed)
-    report = evaluate_behaviours(
-        TorchEngine(model, tokenizer), prompts, model_name=args.model, max_new_tokens=args.max_new_tokens
-    )
+    if args.rejudge:
+        from chatforge.evaluate.behaviour import rejudge
+
+        report = rejudge(args.rejudge)
+    else:
+        try:
+            model, tokenizer = models.load_model(args.model, dtype=models.inference_dtype(args.dtype))
+        except (models.ModelNotFoundError, ValueError) as err:
+            print(f"chatforge eval behaviours: {err}", file=sys.stderr)
+            return 2
+        prompts = heldout_prompts(args.per_category, seed=args.seed)
+        report = evaluate_behaviours(
+            TorchEngine(model, tokenizer), prompts, model_name=args.model, max_new_tokens=args.max_new_tokens
+        )
     print(report.format())
     if args.show:
         for result in report.results[: args.show]:
@@ -313,6 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the behaviour data (its held-out split)")
     p.add_argument("--show", type=int, default=0, help="print this many prompts with replies and verdicts")
     p.add_argument("--json", default=None, help="write every prompt, reply and verdict here")
+    p.add_argument("--rejudge", default=None, metavar="JSON", help="judge the replies of an earlier --json again")
     add_runtime_args(p)
     p.set_defaults(func=cmd_eval_behaviours)
 

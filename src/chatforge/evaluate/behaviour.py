@@ -161,6 +161,16 @@ class BehaviourReport:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
+def rejudge(path: str | Path) -> BehaviourReport:
+    """Judge the replies saved in a report JSON again with today's rules (no generation: same replies)."""
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    report = BehaviourReport(str(data["model"]))
+    for r in data["results"]:
+        passed, reason = judge(r["category"], r["reply"])
+        report.results.append(BehaviourResult(r["category"], r["prompt"], r["reply"], passed, reason))
+    return report
+
+
 def heldout_prompts(per_category: int = 20, *, seed: int = 0) -> list[Conversation]:
     """Up to `per_category` eval-split behaviour prompts per category (their demonstrations are dropped)."""
     from chatforge.data.behaviours import Behaviours
