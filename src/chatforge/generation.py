@@ -122,7 +122,7 @@ class IncrementalDetokenizer:
         return delta
 
 
-def _held_back(text: str, stops: Sequence[str]) -> int:
+def held_back(text: str, stops: Sequence[str]) -> int:
     """How many trailing characters of ``text`` could be the start of a stop string (so must not be streamed yet)."""
     longest = 0
     for stop in stops:
@@ -319,7 +319,7 @@ class TorchEngine:
                     events.append(StepEvent(index, row.detok.text[row.emitted :], row.completion))
                     row.emitted = len(row.detok.text)
                 else:
-                    safe = len(row.detok.text) - _held_back(row.detok.text, stops)
+                    safe = len(row.detok.text) - held_back(row.detok.text, stops)
                     if safe > row.emitted:
                         events.append(StepEvent(index, row.detok.text[row.emitted : safe]))
                         row.emitted = safe

@@ -29,7 +29,7 @@ from chatforge.generation import (
     IncrementalDetokenizer,
     SamplingParams,
     TorchEngine,
-    _held_back,
+    held_back,
     sample_tokens,
 )
 
@@ -271,7 +271,7 @@ class ContinuousBatcher:
             if finish is not None:
                 self._finish(row, finish)
                 continue
-            safe = len(row.detok.text) - _held_back(row.detok.text, row.stops)
+            safe = len(row.detok.text) - held_back(row.detok.text, row.stops)
             if safe > row.emitted:
                 delta = row.detok.text[row.emitted : safe]
                 row.emitted = safe
