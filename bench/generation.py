@@ -151,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--cache", default="static", choices=["static", "dynamic"], help="chatforge's KV cache")
     parser.add_argument("--json", default=None, help="also write the results here")
     args = parser.parse_args(argv)
     models.set_threads(args.threads)
@@ -159,7 +160,10 @@ def main(argv: list[str] | None = None) -> int:
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
 
-    print(f"# generation benchmark: {args.model}, {torch.get_num_threads()} threads, torch {torch.__version__}")
+    print(
+        f"# generation benchmark: {args.model}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
+        f"chatforge KV cache: {args.cache}"
+    )
     copy_bw, read_bw = memory_bandwidth()
     bandwidth = max(copy_bw, read_bw)
     print(f"memory bandwidth: copy {copy_bw / 1e9:.1f} GB/s (read + write), read {read_bw / 1e9:.1f} GB/s")
@@ -167,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     for dtype_name in args.dtype:
         dtype = models.parse_dtype(dtype_name)
         model, tokenizer = models.load_model(args.model, dtype=dtype)
-        engine = TorchEngine(model, tokenizer)
+        engine = TorchEngine(model, tokenizer, cache=args.cache)
         weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
         params = sum(p.numel() for p in model.parameters())
         flops = matmul_flops(dtype)
