@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--cache", default="static", choices=["static", "dynamic"], help="chatforge's KV cache")
+    parser.add_argument("--cache", default="dynamic", choices=["static", "dynamic"], help="chatforge's KV cache")
     parser.add_argument("--json", default=None, help="also write the results here")
     args = parser.parse_args(argv)
     models.set_threads(args.threads)
