@@ -34,16 +34,20 @@ MODEL = "smollm2-135m-instruct"
 
 
 def build_comparisons(n_prompts: int, k: int) -> list[Comparison]:
-    demos = [c for c in Behaviours("train", seed=0)][: n_prompts + 1]
-    out = []
-    for i in range(n_prompts):
+    demos = list(Behaviours("train", seed=0))
+    out: list[Comparison] = []
+    for i in range(len(demos) - 1):
+        if len(out) == n_prompts:
+            break
         prompt, answer = demos[i].messages[-2].content, demos[i].messages[-1].content
-        other = demos[i + 1].messages[-1].content
+        other = demos[-1 - i].messages[-1].content  # an answer from another category
         words = answer.split()
         candidates = [answer, " ".join(words[: max(2, len(words) // 2)]), other, " ".join((words[:3] or ["la"]) * 8)]
+        if len(set(candidates[:k])) < k:
+            continue  # a comparison needs distinct responses
         out.append(
             Comparison(
-                id=f"bench-{k}-{i}",
+                id=f"bench-{k}-{len(out)}",
                 context=(Message("user", prompt),),
                 responses=tuple(Response(t, "bench") for t in candidates[:k]),
                 ranks=tuple(range(1, k + 1)),
@@ -132,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sequences-per-step", type=int, default=8)
     parser.add_argument("--max-len", type=int, default=256)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--k", type=int, nargs="+", default=[2, 4], choices=[2, 3, 4], help="ranking sizes to run")
     args = parser.parse_args(argv)
     models.set_threads(args.threads)
     from transformers.utils import logging as hf_logging
@@ -140,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     hf_logging.disable_progress_bar()
     print(f"# reward-model training: {MODEL}, float32, {torch.get_num_threads()} threads, {args.prompts} prompts")
     print(f"{'data':5} {'pairs':>6} {'chatforge pairs/s':>18} {'TRL pairs/s':>12} {'ratio':>6}")
-    for k in (2, 4):
+    for k in args.k:
         comparisons = build_comparisons(args.prompts, k)
         rows = pairs_of(comparisons)
         ours = run_chatforge(comparisons, args.sequences_per_step, k, args.max_len)
