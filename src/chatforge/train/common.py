@@ -339,3 +339,65 @@ class MetricsLog:
         if self._tensorboard is not None:
             self._tensorboard.close()
             self._tensorboard = None
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Resuming from a checkpoint
+# --------------------------------------------------------------------------------------------------------------
+
+
+def load_weights(model: torch.nn.Module, directory: Path) -> None:
+    """Load a checkpoint's safetensors into ``model`` in place (the optimizer keeps pointing at the same tensors)."""
+    from safetensors.torch import load_file
+
+    state: dict[str, torch.Tensor] = {}
+    for path in sorted(directory.glob("*.safetensors")):
+        state.update(load_file(path))
+    known = model.state_dict()
+    # Tied weights (lm_head = embed_tokens) are saved once; named_parameters() lists each tensor once too.
+    missing = [name for name, _ in model.named_parameters() if name not in state]
+    unexpected = [name for name in state if name not in known]
+    if missing or unexpected:
+        raise ValueError(
+            f"{directory} does not match the model being trained (missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )
+    model.load_state_dict(state, strict=False)
+
+
+def read_trainer_state(
+    checkpoint: Path,
+    *,
+    state_file: str,
+    version: int,
+    plan: Mapping[str, Any],
+    error: type[ValueError],
+    hash_note: str,
+) -> dict[str, Any]:
+    """A checkpoint's trainer state, refused (with ``error``) if another chatforge version wrote it or if the run
+    would not continue the same data order: ``plan`` holds what decides that order, ``hash_note`` says which of its
+    entries is a hash of what."""
+    state: dict[str, Any] = torch.load(checkpoint / state_file, map_location="cpu", weights_only=True)
+    if state.get("version") != version:
+        raise error(f"{checkpoint} was written by an incompatible chatforge version")
+    changed = [f"{key}: {state['plan'].get(key)!r} -> {value!r}" for key, value in plan.items() if state["plan"].get(key) != value]
+    if changed:
+        raise error(
+            f"cannot resume from {checkpoint}: the run would not continue the same data order because these "
+            f"changed: {'; '.join(changed)} (world_size is the number of processes, {hash_note}); restore them, "
+            "or start over with overwrite"
+        )
+    return state
+
+
+def restore_weights(model: torch.nn.Module, checkpoint: Path, *, lora: bool, error: type[ValueError]) -> None:
+    """Put a checkpoint's trained weights back into ``model`` in place: its LoRA adapter, or the full model."""
+    if not lora:
+        load_weights(model, checkpoint / "model")
+        return
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    result = set_peft_model_state_dict(model, load_file(checkpoint / "adapter" / "adapter_model.safetensors"))
+    unexpected = list(getattr(result, "unexpected_keys", []))
+    if unexpected:
+        raise error(f"{checkpoint}/adapter does not match this model: {unexpected[:3]}")

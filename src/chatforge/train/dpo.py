@@ -35,7 +35,7 @@ from torch import nn
 from chatforge import chat, models
 from chatforge.train import common, losses, packing, rollout
 from chatforge.train import config as config_io
-from chatforge.train.sft import SFTTrainer, _link_tree, _load_weights, _with_lora
+from chatforge.train.sft import SFTTrainer, _link_tree, _with_lora
 
 log = logging.getLogger(__name__)
 
@@ -318,13 +318,7 @@ class DPOTrainer:
                 "world_size": self.dist.world_size, "pairs": len(self.pairs)}
         if state.get("version") != STATE_VERSION or state["plan"] != plan:
             raise DPOConfigError(f"cannot resume from {checkpoint}: {state.get('plan')} -> {plan}")
-        if self.config.lora:
-            from peft import set_peft_model_state_dict
-            from safetensors.torch import load_file
-
-            set_peft_model_state_dict(self.model, load_file(checkpoint / "adapter" / "adapter_model.safetensors"))
-        else:
-            _load_weights(self.model, checkpoint / "model")
+        common.restore_weights(self.model, checkpoint, lora=self.config.lora, error=DPOConfigError)
         self.reference = state["reference"]  # the initial policy's, not the checkpoint's
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])

@@ -59,7 +59,7 @@ from chatforge import chat, models
 from chatforge.generation import SamplingParams, TorchEngine
 from chatforge.train import common, losses, packing, rollout, token_loss
 from chatforge.train import config as config_io
-from chatforge.train.sft import SFTTrainer, _link_tree, _load_weights, _with_lora, read_conversations
+from chatforge.train.sft import SFTTrainer, _link_tree, _with_lora, read_conversations
 
 log = logging.getLogger(__name__)
 
@@ -625,20 +625,11 @@ class PPOTrainer:
         if checkpoint is None:
             self.metrics.keep_until(0)
             return
-        state = torch.load(checkpoint / STATE_FILE, map_location="cpu", weights_only=True)
-        if state.get("version") != STATE_VERSION:
-            raise PPOConfigError(f"{checkpoint} was written by an incompatible chatforge version")
-        changed = [f"{k}: {state['plan'].get(k)!r} -> {v!r}" for k, v in self._plan_signature().items()
-                   if state["plan"].get(k) != v]
-        if changed:
-            raise PPOConfigError(f"cannot resume from {checkpoint}: {'; '.join(changed)} changed")
-        if self.config.lora:
-            from peft import set_peft_model_state_dict
-            from safetensors.torch import load_file
-
-            set_peft_model_state_dict(self.model, load_file(checkpoint / "adapter" / "adapter_model.safetensors"))
-        else:
-            _load_weights(self.model, checkpoint / "model")
+        state = common.read_trainer_state(
+            checkpoint, state_file=STATE_FILE, version=STATE_VERSION, plan=self._plan_signature(), error=PPOConfigError,
+            hash_note="prompts a hash of the prompts",
+        )
+        common.restore_weights(self.model, checkpoint, lora=self.config.lora, error=PPOConfigError)
         self.value_head.load_state_dict(state["value_head"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])

@@ -57,7 +57,7 @@ from chatforge.evaluate.reward import PlottingUnavailable, evaluate_reward_model
 from chatforge.train import common, losses, packing
 from chatforge.train.config import ConfigIO, add_config_arguments
 from chatforge.train.config import config_from_args as config_from_args_of
-from chatforge.train.sft import SFTDataError, _link_tree, _load_weights, read_conversations
+from chatforge.train.sft import SFTDataError, _link_tree, read_conversations
 
 log = logging.getLogger(__name__)
 
@@ -1037,32 +1037,11 @@ class RewardTrainer:
                 log.info("no checkpoint in %s: starting from the beginning", self.output_dir)
             self.metrics.keep_until(0)
             return
-        state = torch.load(checkpoint / STATE_FILE, map_location="cpu", weights_only=True)
-        if state.get("version") != STATE_VERSION:
-            raise RewardConfigError(f"{checkpoint} was written by an incompatible chatforge version")
-        changed = [
-            f"{key}: {state['plan'].get(key)!r} -> {value!r}"
-            for key, value in self._plan_signature().items()
-            if state["plan"].get(key) != value
-        ]
-        if changed:
-            raise RewardConfigError(
-                f"cannot resume from {checkpoint}: the run would not continue the same data order because these "
-                f"changed: {'; '.join(changed)} (world_size is the number of processes, data a hash of the "
-                "tokenized comparisons); restore them, or start over with overwrite"
-            )
-        if self.config.lora:
-            from peft import set_peft_model_state_dict
-            from safetensors.torch import load_file
-
-            result = set_peft_model_state_dict(
-                self.model, load_file(checkpoint / "adapter" / "adapter_model.safetensors")
-            )
-            unexpected = list(getattr(result, "unexpected_keys", []))
-            if unexpected:
-                raise RewardConfigError(f"{checkpoint}/adapter does not match this model: {unexpected[:3]}")
-        else:
-            _load_weights(self.model, checkpoint / "model")
+        state = common.read_trainer_state(
+            checkpoint, state_file=STATE_FILE, version=STATE_VERSION, plan=self._plan_signature(), error=RewardConfigError,
+            hash_note="data a hash of the tokenized comparisons",
+        )
+        common.restore_weights(self.model, checkpoint, lora=self.config.lora, error=RewardConfigError)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.step = int(state["step"])

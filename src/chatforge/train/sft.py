@@ -637,32 +637,11 @@ class SFTTrainer:
                 log.info("no checkpoint in %s: starting from the beginning", self.output_dir)
             self.metrics.keep_until(0)
             return
-        state = torch.load(checkpoint / STATE_FILE, map_location="cpu", weights_only=True)
-        if state.get("version") != STATE_VERSION:
-            raise SFTConfigError(f"{checkpoint} was written by an incompatible chatforge version")
-        changed = [
-            f"{key}: {state['plan'].get(key)!r} -> {value!r}"
-            for key, value in self._plan_signature().items()
-            if state["plan"].get(key) != value
-        ]
-        if changed:
-            raise SFTConfigError(
-                f"cannot resume from {checkpoint}: the run would not continue the same data order because these "
-                f"changed: {'; '.join(changed)} (world_size is the number of processes, data a hash of the "
-                "tokenized training set); restore them, or start over with overwrite"
-            )
-        if self.config.lora:
-            from peft import set_peft_model_state_dict
-            from safetensors.torch import load_file
-
-            result = set_peft_model_state_dict(
-                self.model, load_file(checkpoint / "adapter" / "adapter_model.safetensors")
-            )
-            unexpected = list(getattr(result, "unexpected_keys", []))
-            if unexpected:
-                raise SFTConfigError(f"{checkpoint}/adapter does not match this model: {unexpected[:3]}")
-        else:
-            _load_weights(self.model, checkpoint / "model")
+        state = common.read_trainer_state(
+            checkpoint, state_file=STATE_FILE, version=STATE_VERSION, plan=self._plan_signature(), error=SFTConfigError,
+            hash_note="data a hash of the tokenized training set",
+        )
+        common.restore_weights(self.model, checkpoint, lora=self.config.lora, error=SFTConfigError)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.step = int(state["step"])
@@ -780,24 +759,6 @@ def _with_lora(model: Any, config: SFTConfig) -> Any:
         target_modules=config.lora_target_modules,
     )
     return get_peft_model(model, lora_config)
-
-
-def _load_weights(model: nn.Module, directory: Path) -> None:
-    """Load a checkpoint's safetensors into ``model`` in place (the optimizer keeps pointing at the same tensors)."""
-    from safetensors.torch import load_file
-
-    state: dict[str, torch.Tensor] = {}
-    for path in sorted(directory.glob("*.safetensors")):
-        state.update(load_file(path))
-    known = model.state_dict()
-    # Tied weights (lm_head = embed_tokens) are saved once; named_parameters() lists each tensor once too.
-    missing = [name for name, _ in model.named_parameters() if name not in state]
-    unexpected = [name for name in state if name not in known]
-    if missing or unexpected:
-        raise ValueError(
-            f"{directory} does not match the model being trained (missing {missing[:3]}, unexpected {unexpected[:3]})"
-        )
-    model.load_state_dict(state, strict=False)
 
 
 def _link_tree(source: Path, target: Path) -> None:
