@@ -342,8 +342,46 @@ class MetricsLog:
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Resuming from a checkpoint
+# Run directories, and resuming from a checkpoint
 # --------------------------------------------------------------------------------------------------------------
+
+
+def prepare_run_dir(
+    output_dir: Path,
+    dist: Distributed,
+    *,
+    resume: bool,
+    overwrite: bool,
+    what: str,
+    state_file: str,
+    markers: Sequence[str] = ("metrics.jsonl", "final"),
+    files: Sequence[str] = ("metrics.jsonl", "run.json"),
+) -> None:
+    """Make ``output_dir`` ready for a run. An earlier run there (any of ``markers``, or a checkpoint) is refused
+    unless the run resumes it or ``overwrite`` says to delete it (its ``files``, final model, adapter, TensorBoard
+    logs and checkpoints). Rank 0 decides; every process learns the answer, so none is left waiting."""
+    refusal = None
+    if dist.is_main:
+        earlier = [name for name in markers if (output_dir / name).exists()]
+        earlier += [p.name for _, p in checkpoints(output_dir, marker=state_file)]
+        if earlier and not resume and not overwrite:
+            refusal = (
+                f"{output_dir} already holds a {what} run ({', '.join(sorted(earlier)[:3])}); "
+                "resume it (resume=True, --resume) or start over (overwrite=True, --overwrite)"
+            )
+        elif earlier and not resume:
+            for name in files:
+                (output_dir / name).unlink(missing_ok=True)
+            for name in ("final", "adapter", "tensorboard"):
+                shutil.rmtree(output_dir / name, ignore_errors=True)
+            for _, path in checkpoints(output_dir, marker=state_file):
+                shutil.rmtree(path)
+        if refusal is None:
+            output_dir.mkdir(parents=True, exist_ok=True)
+            remove_leftovers(output_dir)
+    refusal = dist.broadcast(refusal)
+    if refusal is not None:
+        raise FileExistsError(refusal)
 
 
 def load_weights(model: torch.nn.Module, directory: Path) -> None:

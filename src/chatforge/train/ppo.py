@@ -563,28 +563,10 @@ class PPOTrainer:
         return self.output_dir / f"checkpoint-{step}"
 
     def _prepare_output_dir(self, resume: bool) -> None:
-        refusal = None
-        if self.dist.is_main:
-            earlier = [p.name for p in (self.output_dir / "metrics.jsonl", self.output_dir / "final") if p.exists()]
-            earlier += [p.name for _, p in common.checkpoints(self.output_dir, marker=STATE_FILE)]
-            if earlier and not resume and not self.config.overwrite:
-                refusal = (
-                    f"{self.output_dir} already holds a PPO run ({', '.join(sorted(earlier)[:3])}); resume it "
-                    "(resume=True, --resume) or start over (overwrite=True, --overwrite)"
-                )
-            elif earlier and not resume:
-                for name in ("metrics.jsonl", "run.json", "reward_kl.png"):
-                    (self.output_dir / name).unlink(missing_ok=True)
-                for name in ("final", "adapter", "tensorboard"):
-                    shutil.rmtree(self.output_dir / name, ignore_errors=True)
-                for _, path in common.checkpoints(self.output_dir, marker=STATE_FILE):
-                    shutil.rmtree(path)
-            if refusal is None:
-                self.output_dir.mkdir(parents=True, exist_ok=True)
-                common.remove_leftovers(self.output_dir)
-        refusal = self.dist.broadcast(refusal)
-        if refusal is not None:
-            raise FileExistsError(refusal)
+        common.prepare_run_dir(
+            self.output_dir, self.dist, resume=resume, overwrite=self.config.overwrite, what="PPO",
+            state_file=STATE_FILE, files=("metrics.jsonl", "run.json", "reward_kl.png"),
+        )
 
     def _plan_signature(self) -> dict[str, Any]:
         digest = hashlib.sha256(

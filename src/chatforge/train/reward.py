@@ -995,35 +995,11 @@ class RewardTrainer:
         return self.output_dir / f"checkpoint-{step}"
 
     def _prepare_output_dir(self, resume: bool) -> None:
-        refusal = None
-        if self.dist.is_main:
-            outputs = ("metrics.jsonl", "final", "rm_eval.json")
-            earlier = [name for name in outputs if (self.output_dir / name).exists()]
-            earlier += [p.name for _, p in common.checkpoints(self.output_dir, marker=STATE_FILE)]
-            if earlier and not resume and not self.config.overwrite:
-                refusal = (
-                    f"{self.output_dir} already holds a reward-model run ({', '.join(sorted(earlier)[:3])}); "
-                    "resume it (resume=True, --resume) or start over (overwrite=True, --overwrite)"
-                )
-            elif earlier and not resume:
-                for name in (
-                    "metrics.jsonl",
-                    "run.json",
-                    "rm_eval.json",
-                    "calibration.png",
-                    "reward_vs_length.png",
-                ):
-                    (self.output_dir / name).unlink(missing_ok=True)
-                for name in ("final", "adapter", "tensorboard"):
-                    shutil.rmtree(self.output_dir / name, ignore_errors=True)
-                for _, path in common.checkpoints(self.output_dir, marker=STATE_FILE):
-                    shutil.rmtree(path)
-            if refusal is None:
-                self.output_dir.mkdir(parents=True, exist_ok=True)
-                common.remove_leftovers(self.output_dir)
-        refusal = self.dist.broadcast(refusal)  # every process learns of it, so none waits for the others
-        if refusal is not None:
-            raise FileExistsError(refusal)
+        common.prepare_run_dir(
+            self.output_dir, self.dist, resume=resume, overwrite=self.config.overwrite, what="reward-model",
+            state_file=STATE_FILE, markers=("metrics.jsonl", "final", "rm_eval.json"),
+            files=("metrics.jsonl", "run.json", "rm_eval.json", "calibration.png", "reward_vs_length.png"),
+        )
 
     def _plan_signature(self) -> dict[str, Any]:
         signature = {name: getattr(self.config, name) for name in _PLAN_FIELDS}
