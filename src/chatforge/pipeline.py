@@ -268,16 +268,6 @@ def winrate_stage(recipe: Recipe, policy: str, baseline: str) -> Callable[[Path]
     return work
 
 
-def copy_chat_checkpoint(source: str, target: Path) -> None:
-    tmp = target.with_name(target.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    shutil.copytree(source, tmp)
-    if target.exists():
-        shutil.rmtree(target)
-    tmp.replace(target)
-
-
 def run_recipe(recipe: Recipe, out: str | Path, *, log: Log = _print) -> RunDirectory:
     """Run (or resume) every stage of `recipe` in `out`."""
     import yaml
@@ -317,7 +307,14 @@ def run_recipe(recipe: Recipe, out: str | Path, *, log: Log = _print) -> RunDire
         from chatforge.report import write_report
 
         if policy != recipe.base:
-            copy_chat_checkpoint(policy, run.root / "chat")
+            from chatforge.train.common import write_dir_atomically
+
+            final_policy = policy  # the value at this point, for the closure
+
+            def copy_policy(tmp: Path) -> None:
+                shutil.copytree(final_policy, tmp, dirs_exist_ok=True)
+
+            write_dir_atomically(run.root / "chat", copy_policy)
         path = write_report(run, recipe)
         return {"report": str(path), "chat": str(run.root / "chat")}, {}
 
