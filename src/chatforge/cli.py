@@ -177,6 +177,7 @@ def cmd_rate(args: argparse.Namespace) -> int:
     _quiet_transformers()
     from chatforge.data.comparisons import save_comparisons
     from chatforge.raters.simulated import (
+        FeatureCache,
         RatingError,
         calibrate_noise,
         load_tasks,
@@ -190,11 +191,12 @@ def cmd_rate(args: argparse.Namespace) -> int:
     except (OSError, RatingError) as err:
         print(f"chatforge rate: {err}", file=sys.stderr)
         return 2
+    features = FeatureCache()  # the noise-free features, shared by calibration and the panel
     noise = args.noise
     if args.agreement is not None:
-        noise, measured = calibrate_noise(tasks, args.agreement, size=args.raters, seed=args.seed)
+        noise, measured = calibrate_noise(tasks, args.agreement, size=args.raters, seed=args.seed, features=features)
         print(f"noise {noise:.3f} gives the panel {100 * measured:.1f}% agreement (target {100 * args.agreement:.0f}%)")
-    panel = make_panel(args.raters, noise=noise, seed=args.seed)
+    panel = make_panel(args.raters, noise=noise, seed=args.seed, features=features)
     agreement = panel_agreement(panel, tasks) if args.raters > 1 else float("nan")
     comparisons = rate_tasks(panel, tasks, every_rater=args.every_rater)
     save_comparisons(args.out, comparisons)

@@ -127,6 +127,7 @@ def rate_stage(recipe: Recipe, tasks_path: str) -> Callable[[Path], tuple[dict[s
     def work(stage_dir: Path) -> tuple[dict[str, str], dict[str, Any]]:
         from chatforge.data.comparisons import save_comparisons
         from chatforge.raters.simulated import (
+            FeatureCache,
             calibrate_noise,
             load_tasks,
             make_panel,
@@ -135,10 +136,13 @@ def rate_stage(recipe: Recipe, tasks_path: str) -> Callable[[Path], tuple[dict[s
         )
 
         tasks = load_tasks(tasks_path)
+        features = FeatureCache()  # the noise-free features, computed once for calibration and rating
         noise = recipe.raters.noise
         if recipe.raters.agreement is not None and recipe.raters.size > 1:
-            noise, _ = calibrate_noise(tasks, recipe.raters.agreement, size=recipe.raters.size, seed=recipe.seed)
-        panel = make_panel(recipe.raters.size, noise=noise, seed=recipe.seed)
+            noise, _ = calibrate_noise(
+                tasks, recipe.raters.agreement, size=recipe.raters.size, seed=recipe.seed, features=features
+            )
+        panel = make_panel(recipe.raters.size, noise=noise, seed=recipe.seed, features=features)
         agreement = panel_agreement(panel, tasks) if recipe.raters.size > 1 else None
         comparisons = rate_tasks(panel, tasks)
         path = save_comparisons(stage_dir / "comparisons.jsonl", comparisons)

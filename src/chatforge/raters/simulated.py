@@ -273,13 +273,15 @@ class SimulatedRater:
         )
 
 
-def make_panel(size: int = 3, *, noise: float = 0.5, seed: int = 0, prefix: str = "sim") -> list[SimulatedRater]:
-    """`size` raters sharing one feature cache, with different noise seeds."""
+def make_panel(
+    size: int = 3, *, noise: float = 0.5, seed: int = 0, prefix: str = "sim", features: FeatureCache | None = None
+) -> list[SimulatedRater]:
+    """`size` raters sharing one feature cache (`features`, or a new one), with different noise seeds."""
     if size < 1:
         raise ValueError(f"a panel needs at least one rater, got {size}")
     if noise < 0:
         raise ValueError(f"noise must be >= 0, got {noise}")
-    features = FeatureCache()
+    features = features or FeatureCache()
     return [SimulatedRater(f"{prefix}-{seed + i}", seed=seed + i, noise=noise, features=features) for i in range(size)]
 
 
@@ -311,13 +313,20 @@ def panel_agreement(panel: Sequence[SimulatedRater], tasks: Sequence[RatingTask]
 
 
 def calibrate_noise(
-    tasks: Sequence[RatingTask], target: float, *, size: int = 3, seed: int = 0, steps: int = 12
+    tasks: Sequence[RatingTask],
+    target: float,
+    *,
+    size: int = 3,
+    seed: int = 0,
+    steps: int = 12,
+    features: FeatureCache | None = None,
 ) -> tuple[float, float]:
     """The noise level at which a panel's measured agreement on `tasks` comes closest to `target`, by bisection
-    (agreement falls as noise grows). Returns (noise, measured agreement)."""
+    (agreement falls as noise grows). Returns (noise, measured agreement). Pass the panel's `features` to compute
+    the (noise-free) feature values once for calibration and rating alike."""
     if not 0.5 < target <= 1.0:
         raise ValueError(f"target agreement must be in (0.5, 1], got {target}")
-    features = FeatureCache()
+    features = features or FeatureCache()
 
     def agreement(noise: float) -> float:
         panel = [SimulatedRater(f"sim-{seed + i}", seed=seed + i, noise=noise, features=features) for i in range(size)]
