@@ -341,22 +341,15 @@ def load_model(
 
 def save_checkpoint(model: Any, tokenizer: Any, out: str | os.PathLike[str]) -> Path:
     """Save a Hugging Face checkpoint directory with the chat template, atomically (write aside, then rename)."""
-    target = Path(out)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f".{target.name}.tmp-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
+    from chatforge.atomic import write_dir_atomically
+
     chat.ensure_chat_template(tokenizer)
-    model.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
-    if target.exists():
-        old = target.parent / f".{target.name}.old-{os.getpid()}"
-        os.replace(target, old)
-        os.replace(tmp, target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, target)
-    return target
+
+    def fill(tmp: Path) -> None:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+
+    return write_dir_atomically(Path(out), fill)
 
 
 @dataclass(frozen=True)

@@ -5,8 +5,8 @@
 * ``bf16_supported``: whether bfloat16 autocast is fast here (measured: a CPU without native bf16 emulates it, and
   some torch builds are slower in bf16 even with it);
 * ``rng_state`` / ``set_rng_state``: every RNG a training step draws from, for exact resumption;
-* ``write_dir_atomically``: build a directory aside and rename it into place, so a killed run never leaves a
-  half-written checkpoint where a resume would look;
+* ``write_dir_atomically`` (from ``chatforge.atomic``): build a directory aside and rename it into place, so a
+  killed run never leaves a half-written checkpoint where a resume would look;
 * ``MetricsLog``: one JSON object per line in ``metrics.jsonl`` (plus TensorBoard when it is installed);
 * ``checkpoints`` / ``latest_checkpoint``: the ``checkpoint-<step>`` directories of a run.
 """
@@ -22,13 +22,18 @@ import random
 import re
 import shutil
 import subprocess
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
+
+from chatforge.atomic import remove_leftovers, write_text_atomically
+from chatforge.atomic import (
+    write_dir_atomically as write_dir_atomically,  # trainers call common.write_dir_atomically
+)
 
 # --------------------------------------------------------------------------------------------------------------
 # Processes
@@ -186,68 +191,6 @@ def set_rng_state(state: Mapping[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Files
-# --------------------------------------------------------------------------------------------------------------
-
-
-def _fsync_tree(root: Path) -> None:
-    for path in [*root.rglob("*"), root]:
-        if path.is_dir() and os.name != "posix":
-            continue  # only POSIX can fsync a directory
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def write_dir_atomically(target: Path, fill: Callable[[Path], None]) -> Path:
-    """Create directory ``target`` by calling ``fill(tmp)`` on a sibling temporary directory, flushing it to disk
-    and renaming it into place. A crash at any point leaves either no ``target`` or a complete one (plus a
-    ``.*.tmp-*`` leftover that ``remove_leftovers`` clears). An existing ``target`` is replaced."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f".{target.name}.tmp-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    try:
-        fill(tmp)
-        _fsync_tree(tmp)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if target.exists():
-        old = target.parent / f".{target.name}.old-{os.getpid()}"
-        os.replace(target, old)
-        os.replace(tmp, target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, target)
-    return target
-
-
-def remove_leftovers(directory: Path) -> None:
-    """Delete the temporary directories of writes that a killed process never finished."""
-    if directory.is_dir():
-        for entry in directory.iterdir():
-            if (
-                entry.is_dir()
-                and entry.name.startswith(".")
-                and (".tmp-" in entry.name or ".old-" in entry.name)
-            ):
-                shutil.rmtree(entry, ignore_errors=True)
-
-
-def write_text_atomically(path: Path, text: str) -> None:
-    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
