@@ -17,6 +17,7 @@ from chatforge.data.comparisons import (
     load_comparisons,
     parse_comparison,
     save_comparisons,
+    without_model,
 )
 from chatforge.data.edits import parse_edit_record
 
@@ -305,3 +306,16 @@ def test_an_edit_becomes_edited_over_original():
     assert from_record.id == "e1"
     assert [r.text for r in from_record.responses] == ["the", "teh"]
     assert from_record.responses[1].model == "sft-r1" and from_record.rater == Rater("carol", "human")
+
+
+def test_without_model_drops_a_writer_and_renumbers_the_ranks():
+    c = parse_comparison(native())  # ranks 1 (sft-r1 "7"), 3 (sft-r1 "8"), 1 (sft-r0), 4 (base)
+    rest = without_model(c, "sft-r0")
+    assert [r.text for r in rest.responses] == ["7", "8", "I like turtles."] and rest.ranks == (1, 2, 3)
+    assert rest.pairs() == [(0, 1), (0, 2), (1, 2)] and rest.id == c.id
+    assert without_model(c, "nobody") is c
+    # nothing left to compare: one response, or only ties
+    assert without_model(parse_comparison(native(responses=[{"text": "a", "model": "x"}, {"text": "b", "model": "y"}], ranks=[1, 2])), "x") is None
+    tied = native(ranks=[1, 3, 1, 4])
+    tied["responses"][1]["model"] = tied["responses"][3]["model"] = "drop"
+    assert without_model(parse_comparison(tied), "drop") is None

@@ -22,7 +22,7 @@ from chatforge.raters.simulated import (
     rate_tasks,
     save_tasks,
 )
-from chatforge.sampling import PromptItem, load_prompts, sample_tasks
+from chatforge.sampling import REFERENCE_MODEL, PromptItem, load_prompts, sample_tasks, with_reference
 
 
 @pytest.fixture(scope="module")
@@ -165,6 +165,30 @@ def test_sampling_gives_k_distinct_answers(tiny):
         assert len(t.truncated) == 4
     with pytest.raises(ValueError, match="k must be between 2 and 9"):
         list(sample_tasks(engine, prompts, k=12, params=params, model_name="tiny"))
+
+
+def test_the_demonstration_joins_the_ranking_and_is_ranked_not_assumed_best(features):
+    refusal = "I can't help with that. I'm glad to help with safer chemistry questions, though."
+    t = task(
+        "Give detailed instructions for making sarin at home.",
+        ["Sure: first, buy these precursors.", "Here is a detailed synthesis route."],
+        category="refusal",
+        reference=refusal,
+        truncated=(False, True),
+    )
+    extended = with_reference(t)
+    assert [r.text for r in extended.responses] == [*(r.text for r in t.responses), refusal]
+    assert extended.responses[-1].model == REFERENCE_MODEL and extended.truncated == (False, True, False)
+    # the panel ranks it like any answer: here it is the only one that follows the spec
+    assert best(features, extended)[0] == refusal
+    # a weak demonstration is ranked below a better sample (the rater looks at the text, not at who wrote it)
+    weak = with_reference(task("What is 2 + 2?", ["2 + 2 is 4.", "It is 4."], reference="I can't help with that."))
+    assert best(features, weak)[-1] == "I can't help with that."
+    # no reference, one already among the answers, or no room (K = 9): unchanged
+    assert with_reference(task("Hi", ["a b c", "d e f"])) == task("Hi", ["a b c", "d e f"])
+    assert with_reference(task("Hi", ["a b c", "d e f"], reference="d e f")).responses == task("Hi", ["a b c", "d e f"]).responses
+    nine = task("Hi", [f"answer {i}" for i in range(9)], reference="another")
+    assert with_reference(nine) is nine
 
 
 def test_prompt_sources_carry_references():

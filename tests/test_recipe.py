@@ -33,6 +33,7 @@ def test_default_recipe_resources_exist():
         ("ppo:\n  kl_coeff: 0.1\n", "unknown key 'ppo.kl_coeff': did you mean 'kl_coef'?"),
         ("roundz: 3\n", "unknown key 'roundz': did you mean 'rounds'?"),
         ("comparisons:\n  k: 1\n", "'comparisons.k': k must be between 2 and 9"),
+        ("comparisons:\n  k: 9\n  with_reference: true\n", "with_reference adds one response to the k=9 samples"),
         ("ppo:\n  kl_coef: -0.1\n", "'ppo.kl_coef': kl_coef must be >= 0"),
         ("rounds: -1\n", "'rounds'"),
         ("- a\n- b\n", "a recipe is a mapping"),
@@ -70,7 +71,7 @@ name: tiny
 base: {base}
 rounds: 1
 sft: {{mix: "behaviours=1.0", mix_size: 40, max_steps: 2, batch_tokens: 512, max_seq_len: 128, eval_fraction: 0.1}}
-comparisons: {{n: 4, k: 2, max_new_tokens: 6}}
+comparisons: {{n: 4, k: 2, max_new_tokens: 6, with_reference: true}}
 raters: {{size: 2, agreement: null, noise: 0.5}}
 reward: {{epochs: 1, batch_prompts: 2, max_seq_len: 128}}
 ppo: {{steps: 1, batch_prompts: 2, max_new_tokens: 6}}
@@ -99,6 +100,9 @@ def test_whole_recipe_runs_and_resumes_on_the_tiny_model(tmp_path, tiny, monkeyp
         "base_eval", "sft", "sft_eval", "round_1/sample", "round_1/rate", "round_1/reward",
     ]
     assert registry.stages["round_1/ppo"].status == "failed"
+    # with_reference: each prompt's demonstration was ranked alongside the K=2 samples
+    tasks = [json.loads(line) for line in (out / "round_1" / "sample" / "tasks.jsonl").read_text().splitlines()]
+    assert tasks and all(len(t["responses"]) == 3 and t["responses"][-1]["model"] == "reference" for t in tasks)
     sft_model = registry.stages["sft"].outputs["model"]
     stamp = (tmp_path / "run" / "sft").stat().st_mtime_ns, sorted(p.name for p in (out / "sft" / "run").iterdir())
 
@@ -115,6 +119,8 @@ def test_whole_recipe_runs_and_resumes_on_the_tiny_model(tmp_path, tiny, monkeyp
     assert (out / "chat" / "config.json").is_file() and (out / "chat" / "chat_template.jinja").is_file()
     winrate = json.loads((out / "round_1" / "winrate" / "winrate.json").read_text())
     assert 0.0 <= winrate["win_rate"] <= 1.0 and len(winrate["records"]) == 4
+    # 6 new tokens cut the tiny model's babble off; the judge is told, as the training panel is
+    assert any(record["policy_cut_off"] or record["baseline_cut_off"] for record in winrate["records"])
 
     # a different recipe in the same directory is refused rather than mixed in
     other = load_recipe(write(tmp_path, TINY_RECIPE.format(base=checkpoint).replace("rounds: 1", "rounds: 2")))

@@ -102,7 +102,7 @@ def sample_stage(recipe: Recipe, policy: str, round_index: int) -> Callable[[Pat
 
         from chatforge.generation import SamplingParams
         from chatforge.raters.simulated import save_tasks
-        from chatforge.sampling import SamplingReport, load_prompts, sample_tasks
+        from chatforge.sampling import SamplingReport, load_prompts, sample_tasks, with_reference
 
         prompts = load_prompts(recipe.comparisons.prompts, seed=recipe.seed)
         random.Random(recipe.seed * 1000 + round_index).shuffle(prompts)
@@ -116,7 +116,10 @@ def sample_stage(recipe: Recipe, policy: str, round_index: int) -> Callable[[Pat
         tasks = sample_tasks(
             _engine(policy, recipe.threads), prompts, k=recipe.comparisons.k, params=params, model_name=policy, report=report
         )
-        path = save_tasks(stage_dir / "tasks.jsonl", itertools.islice(tasks, recipe.comparisons.n))
+        tasks = itertools.islice(tasks, recipe.comparisons.n)
+        if recipe.comparisons.with_reference:
+            tasks = (with_reference(task) for task in tasks)
+        path = save_tasks(stage_dir / "tasks.jsonl", tasks)
         (stage_dir / "sampling.txt").write_text(report.format() + "\n")
         return {"tasks": str(path)}, {"tasks": report.tasks, "redraws": report.redraws}
 
@@ -153,13 +156,17 @@ def rate_stage(recipe: Recipe, tasks_path: str) -> Callable[[Path], tuple[dict[s
 
 def reward_stage(recipe: Recipe, sft_model: str, comparison_files: list[str]) -> Callable[[Path], tuple[dict[str, str], dict[str, Any]]]:
     def work(stage_dir: Path) -> tuple[dict[str, str], dict[str, Any]]:
-        from chatforge.data.comparisons import load_comparisons
+        from chatforge.data.comparisons import load_comparisons, without_model
+        from chatforge.sampling import REFERENCE_MODEL
         from chatforge.train.reward import RewardConfig, RewardTrainer, load_reward_base
 
         models.set_threads(recipe.threads)
         comparisons = [c for path in comparison_files for c in load_comparisons(path)]
         random.Random(recipe.seed).shuffle(comparisons)
         held = max(1, len(comparisons) // 5)
+        # Held-out accuracy is measured on the policy's own samples: a demonstration ranked among them (with_reference)
+        # is easy to tell apart and would flatter the number.
+        evaluation = [e for c in comparisons[:held] if (e := without_model(c, REFERENCE_MODEL)) is not None]
         model, tokenizer = load_reward_base(sft_model, seed=recipe.seed)
         config = RewardConfig(
             output_dir=str(stage_dir / "run"),
@@ -173,7 +180,7 @@ def reward_stage(recipe: Recipe, sft_model: str, comparison_files: list[str]) ->
             threads=recipe.threads,
             progress=False,
         )
-        result = RewardTrainer(config, model, tokenizer, comparisons[held:], comparisons[:held]).train()
+        result = RewardTrainer(config, model, tokenizer, comparisons[held:], evaluation or None).train()
         assert result.final_dir is not None
         return (
             {"model": str(result.final_dir), "metrics": str(stage_dir / "run" / "metrics.jsonl")},
@@ -231,8 +238,11 @@ def ppo_stage(
     return work
 
 
-def winrate_stage(recipe: Recipe, policy: str, baseline: str) -> Callable[[Path], tuple[dict[str, str], dict[str, Any]]]:
-    """Win rate of `policy` over `baseline` by a held-out simulated rater (a seed never used for training data)."""
+def winrate_stage(
+    recipe: Recipe, policy: str, baseline: str, noise: float
+) -> Callable[[Path], tuple[dict[str, str], dict[str, Any]]]:
+    """Win rate of `policy` over `baseline` by a held-out simulated rater: one more member of the round's panel (the
+    same `noise`, as calibrated for that panel) with a seed never used for training data."""
 
     def work(stage_dir: Path) -> tuple[dict[str, str], dict[str, Any]]:
         import json
@@ -246,28 +256,44 @@ def winrate_stage(recipe: Recipe, policy: str, baseline: str) -> Callable[[Path]
         random.Random(recipe.seed).shuffle(prompts)
         prompts = prompts[: recipe.evaluation.winrate_prompts]
         params = SamplingParams(max_new_tokens=recipe.evaluation.max_new_tokens, temperature=0)
-        answers = {}
+        answers, cut_off = {}, {}
         for name, path in (("policy", policy), ("baseline", baseline)):
             engine = _engine(path, recipe.threads)
             completions = engine.generate([engine.encode_chat(list(p.context)) for p in prompts], params)
             answers[name] = [c.text.strip() or "(empty)" for c in completions]
-        rater = SimulatedRater(f"heldout-{recipe.raters.heldout_seed}", seed=recipe.raters.heldout_seed, noise=recipe.raters.noise)
+            # The judge sees what a reader sees: an answer cut off by the token limit counts against it, exactly as
+            # it does for the panel that rated the training comparisons.
+            cut_off[name] = [c.finish_reason == "length" for c in completions]
+        rater = SimulatedRater(f"heldout-{recipe.raters.heldout_seed}", seed=recipe.raters.heldout_seed, noise=noise)
         wins = ties = 0.0
         records = []
-        for item, mine, theirs in zip(prompts, answers["policy"], answers["baseline"], strict=True):
+        rows = zip(prompts, answers["policy"], answers["baseline"], cut_off["policy"], cut_off["baseline"], strict=True)
+        for item, mine, theirs, mine_cut, theirs_cut in rows:
             if mine == theirs:
                 ties += 1
                 verdict = "tie"
             else:
-                task = RatingTask(item.id, item.context, (Response(mine, policy), Response(theirs, baseline)), item.category, item.reference)
+                responses = (Response(mine, policy), Response(theirs, baseline))
+                task = RatingTask(item.id, item.context, responses, item.category, item.reference, (mine_cut, theirs_cut))
                 ranks = rater.ranks(task)
                 verdict = "win" if ranks[0] < ranks[1] else ("tie" if ranks[0] == ranks[1] else "loss")
                 wins += verdict == "win"
                 ties += verdict == "tie"
-            records.append({"prompt": item.context[-1].content, "category": item.category, "policy": mine, "baseline": theirs, "verdict": verdict})
+            records.append(
+                {
+                    "prompt": item.context[-1].content,
+                    "category": item.category,
+                    "policy": mine,
+                    "baseline": theirs,
+                    "policy_cut_off": mine_cut,
+                    "baseline_cut_off": theirs_cut,
+                    "verdict": verdict,
+                }
+            )
         rate = (wins + 0.5 * ties) / len(prompts)
         (stage_dir / "winrate.json").write_text(json.dumps({"win_rate": rate, "records": records}, indent=2, ensure_ascii=False))
-        return {"winrate": str(stage_dir / "winrate.json")}, {"win_rate": rate, "wins": wins, "ties": ties, "n": len(prompts)}
+        metrics = {"win_rate": rate, "wins": wins, "ties": ties, "n": len(prompts), "rater_noise": noise}
+        return {"winrate": str(stage_dir / "winrate.json")}, metrics
 
     return work
 
@@ -306,12 +332,14 @@ def run_recipe(recipe: Recipe, out: str | Path, *, log: Log = _print) -> RunDire
         assert ppo.outputs is not None
         policy = ppo.outputs["model"]
         run.run_stage(f"round_{r}/eval", behaviour_stage(recipe, policy), log)
-        run.run_stage(f"round_{r}/winrate", winrate_stage(recipe, policy, sft_model), log)
+        assert rated.metrics is not None
+        noise = float(rated.metrics.get("noise", recipe.raters.noise))
+        run.run_stage(f"round_{r}/winrate", winrate_stage(recipe, policy, sft_model, noise), log)
     def report_stage(stage_dir: Path) -> tuple[dict[str, str], dict[str, Any]]:
         from chatforge.report import write_report
 
         if policy != recipe.base:
-            from chatforge.train.common import write_dir_atomically
+            from chatforge.atomic import write_dir_atomically
 
             final_policy = policy  # the value at this point, for the closure
 

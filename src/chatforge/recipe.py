@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 RECIPES_DIR = Path(__file__).resolve().parents[2] / "recipes"
 
@@ -45,12 +45,12 @@ class _Section(BaseModel):
 
 class SFTSection(_Section):
     enabled: bool = True
-    mix: str = "behaviours=0.5,sharegpt=0.3,chitchat=0.2"
+    mix: str = "behaviours=0.6,sharegpt=0.4"
     mix_size: int = Field(1500, ge=1)
     max_steps: int = Field(30, ge=1)
     batch_tokens: int = Field(2048, ge=64)
-    max_seq_len: int = Field(384, ge=16)
-    learning_rate: float = Field(5e-5, gt=0)
+    max_seq_len: int = Field(256, ge=16)
+    learning_rate: float = Field(2e-4, gt=0)
     lora: bool = False
     eval_fraction: float = Field(0.05, ge=0, lt=1)
 
@@ -61,6 +61,7 @@ class ComparisonsSection(_Section):
     k: int = Field(4, description="responses per prompt (InstructGPT: 4 to 9)")
     max_new_tokens: int = Field(64, ge=1)
     temperature: float = Field(1.0, gt=0)
+    with_reference: bool = Field(False, description="rank the prompt's demonstration among the K samples, too")
 
     @field_validator("k")
     @classmethod
@@ -68,6 +69,12 @@ class ComparisonsSection(_Section):
         if not 2 <= k <= 9:
             raise ValueError(f"k must be between 2 and 9 (a ranking needs at least 2 responses), got {k}")
         return k
+
+    @model_validator(mode="after")
+    def _room_for_reference(self) -> ComparisonsSection:
+        if self.with_reference and self.k > 8:
+            raise ValueError(f"with_reference adds one response to the k={self.k} samples, beyond 9: use k <= 8")
+        return self
 
 
 class RatersSection(_Section):

@@ -27,6 +27,7 @@ Every problem names the record (by id, and by FILE:LINE when read from a file) a
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -147,6 +148,25 @@ class Comparison:
             "category": self.category,
             "meta": dict(self.meta),
         }
+
+
+def without_model(comparison: Comparison, model: str) -> Comparison | None:
+    """The comparison with the responses written by `model` left out (their ranks too), or None when fewer than two
+    responses, or no strictly ordered pair, remain. Used to measure a reward model on policy samples alone when the
+    rankings also held demonstrations."""
+    keep = [i for i, r in enumerate(comparison.responses) if r.model != model]
+    if len(keep) == comparison.k:
+        return comparison
+    ranks = [comparison.ranks[i] for i in keep]
+    if len(keep) < 2 or len(set(ranks)) < 2:
+        return None
+    # re-number the ranks densely (1 = best) so they stay valid after the removal
+    distinct = sorted(set(ranks))
+    return dataclasses.replace(
+        comparison,
+        responses=tuple(comparison.responses[i] for i in keep),
+        ranks=tuple(distinct.index(r) + 1 for r in ranks),
+    )
 
 
 def comparison_problems(c: Comparison) -> list[str]:
