@@ -201,8 +201,11 @@ def test_prompt_sources_carry_references():
 def test_sample_and_rate_commands(tmp_path, capsys):
     tasks = tmp_path / "tasks.jsonl"
     assert cli.main(["sample", "--policy", "tiny", "--prompts", "behaviours-eval", "--k", "3", "--n", "4",
-                     "--max-new-tokens", "5", "--out", str(tasks), "--threads", "1"]) == 0
-    assert len(load_tasks(tasks)) == 4
+                     "--max-new-tokens", "5", "--out", str(tasks), "--threads", "1", "--with-reference"]) == 0
+    loaded = load_tasks(tasks)
+    assert len(loaded) == 4 and all(len(t.responses) == 4 and t.responses[-1].text == t.reference for t in loaded)
+    assert cli.main(["sample", "--policy", "tiny", "--k", "9", "--with-reference", "--out", str(tmp_path / "x.jsonl")]) == 2
+    assert "use --k <= 8" in capsys.readouterr().err
     out = tmp_path / "cmp.jsonl"
     assert cli.main(["rate", "--tasks", str(tasks), "--out", str(out), "--raters", "2", "--every-rater"]) == 0
     assert "panel agreement" in capsys.readouterr().out

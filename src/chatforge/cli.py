@@ -146,9 +146,12 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from chatforge import models
     from chatforge.generation import SamplingParams, TorchEngine
     from chatforge.raters.simulated import save_tasks
-    from chatforge.sampling import SamplingReport, load_prompts, resolve_policy, sample_tasks
+    from chatforge.sampling import SamplingReport, load_prompts, resolve_policy, sample_tasks, with_reference
 
     models.set_threads(args.threads)
+    if args.with_reference and args.k > 8:
+        print(f"chatforge sample: --with-reference adds one response to the --k {args.k} samples, beyond 9: use --k <= 8", file=sys.stderr)
+        return 2
     try:
         params = SamplingParams(
             max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
@@ -167,7 +170,10 @@ def cmd_sample(args: argparse.Namespace) -> int:
     tasks = sample_tasks(
         TorchEngine(model, tokenizer), prompts, k=args.k, params=params, model_name=policy, report=report
     )
-    save_tasks(args.out, itertools.islice(tasks, args.n))
+    tasks = itertools.islice(tasks, args.n)
+    if args.with_reference:
+        tasks = (with_reference(task) for task in tasks)
+    save_tasks(args.out, tasks)
     print(report.format())
     print(f"written to {args.out}")
     return 0
@@ -297,6 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--k", type=int, default=4, help="responses per prompt, 2-9 (default %(default)s)")
     p.add_argument("--n", type=int, default=64, help="number of prompts (default %(default)s)")
     p.add_argument("--out", required=True, help="rating tasks JSONL to write")
+    p.add_argument("--with-reference", action="store_true", help="rank each prompt's reference answer among the samples too")
     add_sampling_args(p, temperature=1.0)
     add_runtime_args(p)
     p.set_defaults(func=cmd_sample, max_new_tokens=128)
