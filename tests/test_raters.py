@@ -22,7 +22,14 @@ from chatforge.raters.simulated import (
     rate_tasks,
     save_tasks,
 )
-from chatforge.sampling import REFERENCE_MODEL, PromptItem, load_prompts, sample_tasks, with_reference
+from chatforge.sampling import (
+    REFERENCE_MODEL,
+    PromptItem,
+    load_prompts,
+    sample_tasks,
+    with_reference,
+    without_reference,
+)
 
 
 @pytest.fixture(scope="module")
@@ -189,6 +196,9 @@ def test_the_demonstration_joins_the_ranking_and_is_ranked_not_assumed_best(feat
     assert with_reference(task("Hi", ["a b c", "d e f"], reference="d e f")).responses == task("Hi", ["a b c", "d e f"]).responses
     nine = task("Hi", [f"answer {i}" for i in range(9)], reference="another")
     assert with_reference(nine) is nine
+    # and out again, for calibrating the panel's agreement on the policy's own samples
+    assert without_reference(extended) == t and without_reference(t) is t
+    assert without_reference(with_reference(task("Hi", ["a b c", "d e f"], reference="x y z"))).responses[1].text == "d e f"
 
 
 def test_prompt_sources_carry_references():

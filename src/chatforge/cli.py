@@ -197,13 +197,17 @@ def cmd_rate(args: argparse.Namespace) -> int:
     except (OSError, RatingError) as err:
         print(f"chatforge rate: {err}", file=sys.stderr)
         return 2
+    from chatforge.sampling import without_reference
+
+    # agreement is calibrated and reported on the policy's samples (reference answers from --with-reference left out)
+    samples = [t for t in map(without_reference, tasks) if t is not None] or tasks
     features = FeatureCache()  # the noise-free features, shared by calibration and the panel
     noise = args.noise
     if args.agreement is not None:
-        noise, measured = calibrate_noise(tasks, args.agreement, size=args.raters, seed=args.seed, features=features)
+        noise, measured = calibrate_noise(samples, args.agreement, size=args.raters, seed=args.seed, features=features)
         print(f"noise {noise:.3f} gives the panel {100 * measured:.1f}% agreement (target {100 * args.agreement:.0f}%)")
     panel = make_panel(args.raters, noise=noise, seed=args.seed, features=features)
-    agreement = panel_agreement(panel, tasks) if args.raters > 1 else float("nan")
+    agreement = panel_agreement(panel, samples) if args.raters > 1 else float("nan")
     comparisons = rate_tasks(panel, tasks, every_rater=args.every_rater)
     save_comparisons(args.out, comparisons)
     print(f"{len(tasks)} tasks rated by {args.raters} simulated rater(s) (noise {noise:.3f}); "

@@ -137,16 +137,19 @@ def rate_stage(recipe: Recipe, tasks_path: str) -> Callable[[Path], tuple[dict[s
             panel_agreement,
             rate_tasks,
         )
+        from chatforge.sampling import without_reference
 
         tasks = load_tasks(tasks_path)
+        # Agreement is a property of ranking the policy's own samples: calibrate and report it on those alone.
+        samples = [t for t in map(without_reference, tasks) if t is not None] or tasks
         features = FeatureCache()  # the noise-free features, computed once for calibration and rating
         noise = recipe.raters.noise
         if recipe.raters.agreement is not None and recipe.raters.size > 1:
             noise, _ = calibrate_noise(
-                tasks, recipe.raters.agreement, size=recipe.raters.size, seed=recipe.seed, features=features
+                samples, recipe.raters.agreement, size=recipe.raters.size, seed=recipe.seed, features=features
             )
         panel = make_panel(recipe.raters.size, noise=noise, seed=recipe.seed, features=features)
-        agreement = panel_agreement(panel, tasks) if recipe.raters.size > 1 else None
+        agreement = panel_agreement(panel, samples) if recipe.raters.size > 1 else None
         comparisons = rate_tasks(panel, tasks)
         path = save_comparisons(stage_dir / "comparisons.jsonl", comparisons)
         return {"comparisons": str(path)}, {"comparisons": len(comparisons), "noise": noise, "panel_agreement": agreement}

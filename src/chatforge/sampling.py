@@ -105,6 +105,22 @@ def with_reference(task: RatingTask) -> RatingTask:
     )
 
 
+def without_reference(task: RatingTask) -> RatingTask | None:
+    """`task` with the reference answer that `with_reference` added taken out again (None if fewer than two answers
+    remain). The panel's noise is calibrated on these: a demonstration is usually easy to rank, and agreement
+    measured with it would call for far noisier raters than the target describes."""
+    keep = [i for i, r in enumerate(task.responses) if r.model != REFERENCE_MODEL]
+    if len(keep) == len(task.responses):
+        return task
+    if len(keep) < 2:
+        return None
+    return dataclasses.replace(
+        task,
+        responses=tuple(task.responses[i] for i in keep),
+        truncated=tuple(task.truncated[i] for i in keep) if task.truncated else (),
+    )
+
+
 def sample_tasks(
     engine: TorchEngine,
     prompts: Iterable[PromptItem],
