@@ -3,19 +3,28 @@ clients, continuous batching vs a baseline that serves one request at a time wit
 measured in the same run on the same model, through the real HTTP server and the official `openai` client.
 
     python bench/serve.py [--model smollm2-135m-instruct] [--clients 1 8 32] [--max-tokens 64] [--threads N]
+                          [--in-process]
 
-Every request is greedy (temperature 0) with a fixed max_tokens and ignore-EOS-like prompts of similar length, so
-both servers generate the same work; the table prints ratios of continuous batching over the baseline.
+Each server runs as deployed: `chatforge serve` in a process of its own, so the load generator's 32 client threads
+(the `openai` client parses every streamed chunk in Python) do not compete with the decode loop for the server's
+interpreter lock. `--in-process` runs both servers in this process instead, as earlier versions of this script did.
+
+Every request is greedy (temperature 0) with a fixed max_tokens and prompts of similar length, so both servers
+generate the same work; the table prints ratios of continuous batching over the baseline.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -60,30 +69,71 @@ def run_clients(url: str, key: str, model: str, n: int, max_tokens: int) -> dict
             "tokens": sum(tokens)}
 
 
+@contextlib.contextmanager
+def server_process(db: str, mode: str, args: argparse.Namespace) -> Iterator[str]:
+    """`chatforge serve` in its own process on a free port; yields its URL once it answers."""
+    import httpx
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    command = [sys.executable, "-m", "chatforge.cli", "serve", "--model", args.model, "--served-name", "bench",
+               "--db", db, "--port", str(port), "--batching", mode, "--max-batch", str(max(args.clients)),
+               "--rate-limit", "0", "--max-new-tokens", str(args.max_tokens), "--log-level", "warning"]
+    if args.threads:
+        command += ["--threads", str(args.threads)]
+    process = subprocess.Popen(command)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 600
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"chatforge serve exited with {process.returncode}")
+            try:
+                if httpx.get(url + "/healthz", timeout=2).status_code < 500:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("chatforge serve did not start within 10 minutes")
+            time.sleep(0.5)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2-135m-instruct")
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--in-process", action="store_true", help="run the servers in this process (threads)")
     args = parser.parse_args()
 
     from chatforge import models
-    from chatforge.serve.app import ServeConfig, create_app
-    from chatforge.serve.testing import running_server
     from chatforge.store import Store
 
-    models.set_threads(args.threads)
-    model, tokenizer = models.load_model(args.model)
     results: dict[str, dict[int, dict[str, float]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        store = Store(f"sqlite:///{Path(tmp) / 'bench.db'}")
+        db = f"sqlite:///{Path(tmp) / 'bench.db'}"
+        store = Store(db)
         key = store.create_api_key(store.create_user("bench").id)
+        if args.in_process:
+            from chatforge.serve.app import ServeConfig, create_app
+            from chatforge.serve.testing import running_server
+
+            models.set_threads(args.threads)
+            model, tokenizer = models.load_model(args.model)
         for mode in ("serial", "continuous"):
-            config = ServeConfig(model_name="bench", batching=mode, max_batch=max(args.clients),
-                                 rate_limit_per_minute=0, max_new_tokens=args.max_tokens)
-            app = create_app(model, tokenizer, store, config)
-            with running_server(app) as url:
+            if args.in_process:
+                config = ServeConfig(model_name="bench", batching=mode, max_batch=max(args.clients),
+                                     rate_limit_per_minute=0, max_new_tokens=args.max_tokens)
+                server = running_server(create_app(model, tokenizer, store, config))
+            else:
+                server = server_process(db, mode, args)
+            with server as url:
                 run_clients(url, key, "bench", 1, 4)  # warm-up
                 results[mode] = {}
                 for n in args.clients:
@@ -91,7 +141,8 @@ def main() -> int:
                     print(f"{mode:>10} clients={n:<3} {r['tok_s']:8.1f} tok/s  TTFT p50 {1000 * r['ttft_p50']:8.0f} ms"
                           f"  p95 {1000 * r['ttft_p95']:8.0f} ms  ({r['tokens']} tokens in {r['wall']:.1f}s)",
                           file=sys.stderr)
-    print(f"\nmodel {args.model}, max_tokens {args.max_tokens}, greedy")
+    where = "in this process" if args.in_process else "each in its own process"
+    print(f"\nmodel {args.model}, max_tokens {args.max_tokens}, greedy, servers {where}")
     print(f"{'clients':>7} | {'serial tok/s':>12} {'TTFT p50/p95 ms':>17} | {'continuous tok/s':>16} "
           f"{'TTFT p50/p95 ms':>17} | {'speed-up':>8}")
     for n in args.clients:

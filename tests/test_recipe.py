@@ -115,7 +115,7 @@ def test_whole_recipe_runs_and_resumes_on_the_tiny_model(tmp_path, tiny, monkeyp
     assert run.stages["sft"].outputs["model"] == sft_model
     assert stamp == ((tmp_path / "run" / "sft").stat().st_mtime_ns, sorted(p.name for p in (out / "sft" / "run").iterdir()))
     report = (out / "report.html").read_text()
-    assert "Behaviour pass rates" in report and "win rate over SFT" in report
+    assert "Behaviour pass rates" in report and "win rate over SFT" in report and "tied" in report and "p = " in report
     assert (out / "chat" / "config.json").is_file() and (out / "chat" / "chat_template.jinja").is_file()
     winrate = json.loads((out / "round_1" / "winrate" / "winrate.json").read_text())
     assert 0.0 <= winrate["win_rate"] <= 1.0 and len(winrate["records"]) == 4
@@ -126,3 +126,11 @@ def test_whole_recipe_runs_and_resumes_on_the_tiny_model(tmp_path, tiny, monkeyp
     other = load_recipe(write(tmp_path, TINY_RECIPE.format(base=checkpoint).replace("rounds: 1", "rounds: 2")))
     with pytest.raises(ValueError, match="holds a run of a different recipe"):
         pipeline.run_recipe(other, out, log=lambda m: None)
+
+
+def test_sign_test_against_hand_values():
+    # 10 wins, 2 losses: 2 * P(X <= 2), X ~ Binomial(12, 1/2) = 2 * (1 + 12 + 66) / 4096
+    assert pipeline.sign_test(10, 2) == pytest.approx(2 * 79 / 4096)
+    assert pipeline.sign_test(2, 10) == pipeline.sign_test(10, 2)
+    assert pipeline.sign_test(5, 0) == pytest.approx(2 / 32)
+    assert pipeline.sign_test(6, 6) == 1.0 and pipeline.sign_test(0, 0) == 1.0

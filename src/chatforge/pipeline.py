@@ -16,6 +16,7 @@ and records what they did.
 
 from __future__ import annotations
 
+import math
 import random
 import shutil
 import sys
@@ -241,6 +242,16 @@ def ppo_stage(
     return work
 
 
+def sign_test(wins: int, losses: int) -> float:
+    """Two-sided exact sign test: the chance of a split at least this uneven between wins and losses (ties left
+    out) if either policy were as likely to win. Small p: the win rate is not just the rater's noise."""
+    n = wins + losses
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(min(wins, losses) + 1)) / 2**n
+    return min(1.0, 2 * tail)
+
+
 def winrate_stage(
     recipe: Recipe, policy: str, baseline: str, noise: float
 ) -> Callable[[Path], tuple[dict[str, str], dict[str, Any]]]:
@@ -295,7 +306,16 @@ def winrate_stage(
             )
         rate = (wins + 0.5 * ties) / len(prompts)
         (stage_dir / "winrate.json").write_text(json.dumps({"win_rate": rate, "records": records}, indent=2, ensure_ascii=False))
-        metrics = {"win_rate": rate, "wins": wins, "ties": ties, "n": len(prompts), "rater_noise": noise}
+        losses = len(prompts) - wins - ties
+        metrics = {
+            "win_rate": rate,
+            "wins": wins,
+            "ties": ties,
+            "losses": losses,
+            "n": len(prompts),
+            "p_value": sign_test(int(wins), int(losses)),
+            "rater_noise": noise,
+        }
         return {"winrate": str(stage_dir / "winrate.json")}, metrics
 
     return work

@@ -74,6 +74,15 @@ def _table(headers: list[str], rows: list[list[str]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def _win_cell(metrics: dict[str, Any]) -> str:
+    from chatforge.pipeline import sign_test
+
+    wins, ties, n = int(metrics["wins"]), int(metrics["ties"]), int(metrics["n"])
+    losses = n - wins - ties
+    p = metrics.get("p_value", sign_test(wins, losses))  # older runs recorded no p
+    return f"{_pct(metrics['win_rate'])} (n={n}: {wins} won, {ties} tied, {losses} lost; p = {p:.2f})"
+
+
 def _pct(value: Any) -> str:
     return "–" if value is None else f"{100 * float(value):.1f}%"
 
@@ -107,7 +116,7 @@ def write_report(run: RunDirectory, recipe: Recipe) -> Path:
         ppo = stages.get(f"round_{r}/ppo")
         rows.append([
             str(r),
-            _pct(win.metrics["win_rate"]) + f" (n={win.metrics['n']})" if win and win.metrics else "–",
+            _win_cell(win.metrics) if win and win.metrics else "–",
             f"{ppo.metrics['kl']:.3f}" if ppo and ppo.metrics and ppo.metrics.get("kl") is not None else "–",
             _pct(reward.metrics.get("eval_accuracy")) if reward and reward.metrics else "–",
             _pct(rated.metrics.get("panel_agreement")) if rated and rated.metrics else "–",
@@ -118,7 +127,8 @@ def write_report(run: RunDirectory, recipe: Recipe) -> Path:
         parts.append(
             "<p>Win rate: the PPO policy's greedy answers against the SFT policy's on held-out prompts, judged by a "
             f"held-out simulated rater (seed {recipe.raters.heldout_seed}, never used for training data); a tie counts "
-            "half. Reward-model accuracy is on held-out comparisons; the panel's agreement is its ceiling.</p>"
+            "half; p is the two-sided sign test of wins against losses. Reward-model accuracy is on held-out "
+            "comparisons of policy samples; the panel's agreement is its ceiling.</p>"
         )
         parts.append(_table(["round", "win rate over SFT", "final KL", "RM held-out accuracy", "panel agreement", "comparisons"], rows))
 
