@@ -11,6 +11,7 @@ from chatforge.chat import Message
 from chatforge.data.comparisons import Response, load_comparisons
 from chatforge.generation import SamplingParams, TorchEngine
 from chatforge.raters.simulated import (
+    REFERENCE_MODEL,
     FeatureCache,
     RatingError,
     RatingTask,
@@ -21,15 +22,10 @@ from chatforge.raters.simulated import (
     panel_agreement,
     rate_tasks,
     save_tasks,
-)
-from chatforge.sampling import (
-    REFERENCE_MODEL,
-    PromptItem,
-    load_prompts,
-    sample_tasks,
     with_reference,
     without_reference,
 )
+from chatforge.sampling import PromptItem, load_prompts, sample_tasks
 
 
 @pytest.fixture(scope="module")

@@ -145,8 +145,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
     from chatforge import models
     from chatforge.generation import SamplingParams, TorchEngine
-    from chatforge.raters.simulated import save_tasks
-    from chatforge.sampling import SamplingReport, load_prompts, resolve_policy, sample_tasks, with_reference
+    from chatforge.raters.simulated import save_tasks, with_reference
+    from chatforge.sampling import SamplingReport, load_prompts, resolve_policy, sample_tasks
 
     models.set_threads(args.threads)
     if args.with_reference and args.k > 8:
@@ -182,32 +182,18 @@ def cmd_sample(args: argparse.Namespace) -> int:
 def cmd_rate(args: argparse.Namespace) -> int:
     _quiet_transformers()
     from chatforge.data.comparisons import save_comparisons
-    from chatforge.raters.simulated import (
-        FeatureCache,
-        RatingError,
-        calibrate_noise,
-        load_tasks,
-        make_panel,
-        panel_agreement,
-        rate_tasks,
-    )
+    from chatforge.raters.simulated import RatingError, calibrated_panel, load_tasks, rate_tasks
 
     try:
         tasks = load_tasks(args.tasks)
     except (OSError, RatingError) as err:
         print(f"chatforge rate: {err}", file=sys.stderr)
         return 2
-    from chatforge.sampling import without_reference
-
-    # agreement is calibrated and reported on the policy's samples (reference answers from --with-reference left out)
-    samples = [t for t in map(without_reference, tasks) if t is not None] or tasks
-    features = FeatureCache()  # the noise-free features, shared by calibration and the panel
-    noise = args.noise
+    panel, noise, agreement = calibrated_panel(
+        tasks, size=args.raters, noise=args.noise, agreement=args.agreement, seed=args.seed
+    )
     if args.agreement is not None:
-        noise, measured = calibrate_noise(samples, args.agreement, size=args.raters, seed=args.seed, features=features)
-        print(f"noise {noise:.3f} gives the panel {100 * measured:.1f}% agreement (target {100 * args.agreement:.0f}%)")
-    panel = make_panel(args.raters, noise=noise, seed=args.seed, features=features)
-    agreement = panel_agreement(panel, samples) if args.raters > 1 else float("nan")
+        print(f"noise {noise:.3f} gives the panel {100 * agreement:.1f}% agreement (target {100 * args.agreement:.0f}%)")
     comparisons = rate_tasks(panel, tasks, every_rater=args.every_rater)
     save_comparisons(args.out, comparisons)
     print(f"{len(tasks)} tasks rated by {args.raters} simulated rater(s) (noise {noise:.3f}); "

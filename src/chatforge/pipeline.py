@@ -102,8 +102,8 @@ def sample_stage(recipe: Recipe, policy: str, round_index: int) -> Callable[[Pat
         import itertools
 
         from chatforge.generation import SamplingParams
-        from chatforge.raters.simulated import save_tasks
-        from chatforge.sampling import SamplingReport, load_prompts, sample_tasks, with_reference
+        from chatforge.raters.simulated import save_tasks, with_reference
+        from chatforge.sampling import SamplingReport, load_prompts, sample_tasks
 
         prompts = load_prompts(recipe.comparisons.prompts, seed=recipe.seed)
         random.Random(recipe.seed * 1000 + round_index).shuffle(prompts)
@@ -130,27 +130,18 @@ def sample_stage(recipe: Recipe, policy: str, round_index: int) -> Callable[[Pat
 def rate_stage(recipe: Recipe, tasks_path: str) -> Callable[[Path], tuple[dict[str, str], dict[str, Any]]]:
     def work(stage_dir: Path) -> tuple[dict[str, str], dict[str, Any]]:
         from chatforge.data.comparisons import save_comparisons
-        from chatforge.raters.simulated import (
-            FeatureCache,
-            calibrate_noise,
-            load_tasks,
-            make_panel,
-            panel_agreement,
-            rate_tasks,
-        )
-        from chatforge.sampling import without_reference
+        from chatforge.raters.simulated import calibrated_panel, load_tasks, rate_tasks
 
         tasks = load_tasks(tasks_path)
-        # Agreement is a property of ranking the policy's own samples: calibrate and report it on those alone.
-        samples = [t for t in map(without_reference, tasks) if t is not None] or tasks
-        features = FeatureCache()  # the noise-free features, computed once for calibration and rating
-        noise = recipe.raters.noise
-        if recipe.raters.agreement is not None and recipe.raters.size > 1:
-            noise, _ = calibrate_noise(
-                samples, recipe.raters.agreement, size=recipe.raters.size, seed=recipe.seed, features=features
-            )
-        panel = make_panel(recipe.raters.size, noise=noise, seed=recipe.seed, features=features)
-        agreement = panel_agreement(panel, samples) if recipe.raters.size > 1 else None
+        size = recipe.raters.size
+        panel, noise, measured = calibrated_panel(
+            tasks,
+            size=size,
+            noise=recipe.raters.noise,
+            agreement=recipe.raters.agreement if size > 1 else None,
+            seed=recipe.seed,
+        )
+        agreement = None if math.isnan(measured) else measured
         comparisons = rate_tasks(panel, tasks)
         path = save_comparisons(stage_dir / "comparisons.jsonl", comparisons)
         return {"comparisons": str(path)}, {"comparisons": len(comparisons), "noise": noise, "panel_agreement": agreement}
@@ -161,7 +152,7 @@ def rate_stage(recipe: Recipe, tasks_path: str) -> Callable[[Path], tuple[dict[s
 def reward_stage(recipe: Recipe, sft_model: str, comparison_files: list[str]) -> Callable[[Path], tuple[dict[str, str], dict[str, Any]]]:
     def work(stage_dir: Path) -> tuple[dict[str, str], dict[str, Any]]:
         from chatforge.data.comparisons import load_comparisons, without_model
-        from chatforge.sampling import REFERENCE_MODEL
+        from chatforge.raters.simulated import REFERENCE_MODEL
         from chatforge.train.reward import RewardConfig, RewardTrainer, load_reward_base
 
         models.set_threads(recipe.threads)

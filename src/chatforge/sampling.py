@@ -12,7 +12,6 @@ behaviour demonstration, ShareGPT's original ChatGPT answer, MT-Bench's referenc
 
 from __future__ import annotations
 
-import dataclasses
 import random
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -83,42 +82,6 @@ class SamplingReport:
         lines = [f"rating tasks written: {self.tasks} (duplicate answers re-drawn: {self.redraws})"]
         lines += [f"  skipped {n:5d}  {reason}" for reason, n in self.skipped.most_common()]
         return "\n".join(lines)
-
-
-REFERENCE_MODEL = "reference"  # the `model` of a demonstration ranked among policy samples
-
-
-def with_reference(task: RatingTask) -> RatingTask:
-    """`task` with its reference answer (the demonstration written for the prompt) as one more response to rank,
-    when it has one that is not already among the responses and there is room (K <= 9).
-
-    Raters then rank the demonstration against the policy's samples like any other answer (it is not assumed best).
-    On a small budget this matters: a 135M policy's K samples for a harmful request rarely include a refusal, so
-    without the demonstration the reward model would never see the behaviour the spec asks for ranked above the
-    failures."""
-    if not task.reference or len(task.responses) >= 9 or task.reference in {r.text for r in task.responses}:
-        return task
-    return dataclasses.replace(
-        task,
-        responses=(*task.responses, Response(task.reference, REFERENCE_MODEL)),
-        truncated=(*task.truncated, False) if task.truncated else (),
-    )
-
-
-def without_reference(task: RatingTask) -> RatingTask | None:
-    """`task` with the reference answer that `with_reference` added taken out again (None if fewer than two answers
-    remain). The panel's noise is calibrated on these: a demonstration is usually easy to rank, and agreement
-    measured with it would call for far noisier raters than the target describes."""
-    keep = [i for i, r in enumerate(task.responses) if r.model != REFERENCE_MODEL]
-    if len(keep) == len(task.responses):
-        return task
-    if len(keep) < 2:
-        return None
-    return dataclasses.replace(
-        task,
-        responses=tuple(task.responses[i] for i in keep),
-        truncated=tuple(task.truncated[i] for i in keep) if task.truncated else (),
-    )
 
 
 def sample_tasks(

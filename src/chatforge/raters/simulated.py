@@ -28,7 +28,7 @@ import math
 import os
 import random
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -135,6 +135,42 @@ def save_tasks(path: str | os.PathLike[str], tasks: Iterable[RatingTask]) -> Pat
             f.write(json.dumps(task.to_dict(), ensure_ascii=False) + "\n")
     tmp.replace(target)
     return target
+
+
+REFERENCE_MODEL = "reference"  # the `model` of a demonstration ranked among policy samples
+
+
+def with_reference(task: RatingTask) -> RatingTask:
+    """`task` with its reference answer (the demonstration written for the prompt) as one more response to rank,
+    when it has one that is not already among the responses and there is room (K <= 9).
+
+    Raters then rank the demonstration against the policy's samples like any other answer (it is not assumed best).
+    On a small budget this matters: a 135M policy's K samples for a harmful request rarely include a refusal, so
+    without the demonstration the reward model would never see the behaviour the spec asks for ranked above the
+    failures."""
+    if not task.reference or len(task.responses) >= 9 or task.reference in {r.text for r in task.responses}:
+        return task
+    return replace(
+        task,
+        responses=(*task.responses, Response(task.reference, REFERENCE_MODEL)),
+        truncated=(*task.truncated, False) if task.truncated else (),
+    )
+
+
+def without_reference(task: RatingTask) -> RatingTask | None:
+    """`task` with the reference answer that `with_reference` added taken out again (None if fewer than two answers
+    remain). The panel's noise is calibrated on these: a demonstration is usually easy to rank, and agreement
+    measured with it would call for far noisier raters than the target describes."""
+    keep = [i for i, r in enumerate(task.responses) if r.model != REFERENCE_MODEL]
+    if len(keep) == len(task.responses):
+        return task
+    if len(keep) < 2:
+        return None
+    return replace(
+        task,
+        responses=tuple(task.responses[i] for i in keep),
+        truncated=tuple(task.truncated[i] for i in keep) if task.truncated else (),
+    )
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -346,6 +382,31 @@ def calibrate_noise(
         else:
             high = middle
     return best
+
+
+def calibrated_panel(
+    tasks: Sequence[RatingTask],
+    *,
+    size: int,
+    noise: float,
+    agreement: float | None,
+    seed: int = 0,
+    features: FeatureCache | None = None,
+) -> tuple[list[SimulatedRater], float, float]:
+    """The panel that rates `tasks`: `size` raters with score `noise`, or, when `agreement` is given, with the noise
+    that brings their measured agreement closest to it. Returns (panel, noise, measured agreement; NaN for one rater).
+
+    Agreement is a property of ranking the policy's own samples, so it is calibrated and measured without the
+    reference answers `with_reference` added: a demonstration is usually easy to rank, and counting those pairs
+    would call for far noisier raters than the target describes."""
+    samples = [t for t in map(without_reference, tasks) if t is not None] or list(tasks)
+    features = features or FeatureCache()
+    if agreement is not None:
+        noise, measured = calibrate_noise(samples, agreement, size=size, seed=seed, features=features)
+    panel = make_panel(size, noise=noise, seed=seed, features=features)
+    if agreement is None:
+        measured = panel_agreement(panel, samples) if size > 1 else math.nan
+    return panel, noise, measured
 
 
 def rate_tasks(
