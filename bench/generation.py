@@ -151,7 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--cache", default="dynamic", choices=["static", "dynamic"], help="chatforge's KV cache")
+    parser.add_argument("--decoder", default="auto", choices=["auto", "lean", "transformers"], help="chatforge's forward pass")
+    parser.add_argument("--cache", default="dynamic", choices=["static", "dynamic"], help="KV cache of the transformers decoder")
     parser.add_argument("--json", default=None, help="also write the results here")
     args = parser.parse_args(argv)
     models.set_threads(args.threads)
@@ -162,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print(
         f"# generation benchmark: {args.model}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
-        f"chatforge KV cache: {args.cache}"
+        f"chatforge decoder: {args.decoder}"
     )
     copy_bw, read_bw = memory_bandwidth()
     bandwidth = max(copy_bw, read_bw)
@@ -171,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     for dtype_name in args.dtype:
         dtype = models.parse_dtype(dtype_name)
         model, tokenizer = models.load_model(args.model, dtype=dtype)
-        engine = TorchEngine(model, tokenizer, cache=args.cache)
+        # Same arithmetic dtype on both sides: generate() runs the model in `dtype`, chatforge decodes in it.
+        engine = TorchEngine(model, tokenizer, cache=args.cache, decoder=args.decoder, decode_dtype=dtype)
         weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
         params = sum(p.numel() for p in model.parameters())
         flops = matmul_flops(dtype)
@@ -179,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         flop_bound = flops / (2 * params)
         print(
             f"\n## {dtype_name}: {params / 1e6:.0f}M parameters, {weight_bytes / 1e6:.0f} MB of weights; "
-            f"matmul peak {flops / 1e9:.0f} GFLOP/s"
+            f"matmul peak {flops / 1e9:.0f} GFLOP/s; chatforge decodes with {engine.decoder_name}"
         )
         print(f"bounds: batch-1 bandwidth bound {bw_bound:.1f} tok/s; compute bound {flop_bound:.0f} tok/s (any batch)")
         prompts_all = [chat.encode_prompt(tokenizer, [{"role": "user", "content": p}]) for p in PROMPTS]

@@ -19,6 +19,7 @@ from typing import Any, Literal, Protocol
 import torch
 
 from chatforge import chat
+from chatforge.decoder import KVCache, LeanDecoder, unsupported_reason
 
 FinishReason = Literal["stop", "length"]
 
@@ -185,8 +186,100 @@ class StepEvent:
     finished: Completion | None = None
 
 
+class _TransformersForward:
+    """Decode steps through the model's own forward pass and a transformers cache: any architecture."""
+
+    def __init__(self, model: Any, cache_kind: str, total: int) -> None:
+        from transformers import DynamicCache, StaticCache
+
+        self.model = model
+        self.static = cache_kind == "static"
+        # dynamic: KV tensors grown by concatenation; finished rows are cut out cheaply. static: allocated once at
+        # prompt width + max_new_tokens and written in place, but every step then attends over, and builds a mask
+        # for, all slots, and dropping a finished row copies the whole cache.
+        self.cache: Any = (
+            StaticCache(config=model.config, max_cache_len=total) if self.static else DynamicCache(config=model.config)
+        )
+        self.total = total
+        self.attention = torch.empty(0)
+        self.width = 0
+
+    def prefill(self, input_ids: torch.Tensor, valid: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        batch, self.width = input_ids.shape
+        self.attention = torch.zeros((batch, self.total), dtype=torch.long, device=input_ids.device)
+        self.attention[:, : self.width] = valid
+        out = self.model(
+            input_ids=input_ids,
+            # A static cache attends over all its slots (empty ones masked out), so it takes the full-width mask.
+            attention_mask=self.attention if self.static else self.attention[:, : self.width],
+            position_ids=positions,
+            past_key_values=self.cache,
+            use_cache=True,
+            logits_to_keep=1,  # only the last position's logits: a large-vocabulary head is costly at prefill
+        )
+        return out.logits[:, -1, :]
+
+    def decode(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        self.attention[:, self.width] = 1
+        self.width += 1
+        out = self.model(
+            input_ids=tokens[:, None],
+            attention_mask=self.attention if self.static else self.attention[:, : self.width],
+            position_ids=positions,
+            past_key_values=self.cache,
+            use_cache=True,
+        )
+        return out.logits[:, -1, :]
+
+    def wants_compaction(self, live: int, rows: int) -> bool:
+        return live < rows  # the model's forward has no notion of idle rows: drop them at once
+
+    def select(self, kept: torch.Tensor) -> None:
+        if self.static:
+            self.cache.reorder_cache(kept)  # index_select along the batch: keeps only the running rows
+        else:
+            self.cache.batch_select_indices(kept)
+        self.attention = self.attention[kept]
+
+
+class _LeanForward:
+    """Decode steps through ``chatforge.decoder.LeanDecoder`` (fused, prepacked, in-place KV cache)."""
+
+    def __init__(self, decoder: LeanDecoder, total: int) -> None:
+        self.decoder = decoder
+        self.total = total
+        self.cache: KVCache | None = None
+
+    def prefill(self, input_ids: torch.Tensor, valid: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        self.cache = self.decoder.new_cache(input_ids.shape[0], self.total)
+        return self.decoder.forward(input_ids, positions, self.cache, valid.bool())
+
+    def decode(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        assert self.cache is not None
+        return self.decoder.forward(tokens[:, None], positions, self.cache)
+
+    def wants_compaction(self, live: int, rows: int) -> bool:
+        # A decode step reads every weight whatever the batch, so an idle row costs little, while dropping rows
+        # copies the cache: compact only when half the rows are idle.
+        return live <= rows // 2
+
+    def select(self, kept: torch.Tensor) -> None:
+        assert self.cache is not None
+        self.cache.select(kept)
+
+
+DecoderChoice = Literal["auto", "lean", "transformers"]
+
+
 class TorchEngine:
-    """Batched generation for any transformers causal LM, in-process (CPU or GPU)."""
+    """Batched generation for any transformers causal LM, in-process (CPU or GPU).
+
+    ``decoder``: "lean" runs ``chatforge.decoder.LeanDecoder`` (Llama-family models; fused and prepacked
+    projections, weights in ``decode_dtype``, default bfloat16 on CPUs with AVX512-BF16, else the model's dtype);
+    "transformers" runs the model's own forward pass (any architecture, exactly the model's dtype); "auto" (the
+    default) is lean where the model is supported. The lean decoder re-reads the weights whenever they change, so
+    an engine built once keeps sampling from a model that is being trained.
+    """
 
     def __init__(
         self,
@@ -195,15 +288,25 @@ class TorchEngine:
         *,
         stop_token_ids: Sequence[int] | None = None,
         cache: Literal["static", "dynamic"] = "dynamic",
+        decoder: DecoderChoice = "auto",
+        decode_dtype: torch.dtype | str | None = None,
     ) -> None:
         if cache not in ("static", "dynamic"):
             raise ValueError(f"cache must be 'static' or 'dynamic', got {cache!r}")
+        if decoder not in ("auto", "lean", "transformers"):
+            raise ValueError(f"decoder must be 'auto', 'lean' or 'transformers', got {decoder!r}")
         self.model = model
-        # dynamic (default): KV tensors grown by concatenation; finished rows are cut out cheaply. static: allocated
-        # once per call at prompt width + max_new_tokens and written in place (no per-step concatenation), but
-        # every step then attends over, and builds a mask for, all slots, and dropping a finished row copies the
-        # whole cache: bench/generation.py measured it no faster at batch 16 and slower when rows finish early.
+        # The transformers path's cache; bench/generation.py measured static no faster than dynamic at batch 16
+        # and slower when rows finish early (every finished row copies the whole preallocated cache).
         self.cache_kind = cache
+        self.lean: LeanDecoder | None = None
+        if decoder != "transformers":
+            reason = unsupported_reason(model)
+            if reason is None:
+                dtype = None if decode_dtype is None else _as_dtype(decode_dtype)
+                self.lean = LeanDecoder(model, dtype=dtype)
+            elif decoder == "lean":
+                raise ValueError(f"decoder='lean' cannot run this model: {reason}; use decoder='transformers'")
         self.tokenizer = tokenizer
         chat.ensure_chat_template(tokenizer)
         self.stop_token_ids = frozenset(stop_token_ids if stop_token_ids is not None else chat.stop_token_ids(tokenizer))
@@ -215,6 +318,13 @@ class TorchEngine:
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
+
+    @property
+    def decoder_name(self) -> str:
+        """What decodes: "lean (bfloat16)", "transformers (float32)", ..."""
+        if self.lean is not None:
+            return f"lean ({str(self.lean.dtype).removeprefix('torch.')})"
+        return f"transformers ({str(next(self.model.parameters()).dtype).removeprefix('torch.')})"
 
     def encode_chat(self, conversation: chat.Conversation | Sequence[Any]) -> list[int]:
         return chat.encode_prompt(self.tokenizer, conversation)
@@ -247,11 +357,16 @@ class TorchEngine:
     def chat(self, conversations: Sequence[chat.Conversation | Sequence[Any]], params: SamplingParams) -> list[Completion]:
         return self.generate([self.encode_chat(c) for c in conversations], params)
 
+    def _forward(self, total: int) -> _TransformersForward | _LeanForward:
+        if self.lean is not None:
+            self.lean.refresh()  # the model may have been trained since the last call
+            return _LeanForward(self.lean, total)
+        return _TransformersForward(self.model, self.cache_kind, total)
+
     @torch.inference_mode()
     def steps(self, prompts: Sequence[Sequence[int]], params: SamplingParams) -> Iterator[list[StepEvent]]:
-        """The decode loop, one yield per step. Finished rows leave the batch (and its KV cache) at once."""
-        from transformers import DynamicCache, StaticCache
-
+        """The decode loop, one yield per step. Finished rows stop being sampled at once and leave the batch (and
+        its KV cache) when the forward pass says it pays."""
         if len(prompts) == 0:
             return
         for i, p in enumerate(prompts):
@@ -266,40 +381,32 @@ class TorchEngine:
         # Left padding puts every prompt's last token in the last column, so one forward pass of the new tokens
         # serves the whole batch; position ids restart at 0 after each row's padding.
         width = max(len(p) for p in prompts)
-        total = width + params.max_new_tokens
         input_ids = torch.full((len(prompts), width), self.pad_token_id, dtype=torch.long)
-        attention = torch.zeros((len(prompts), total), dtype=torch.long)  # columns past `width` fill in as we go
+        valid = torch.zeros((len(prompts), width), dtype=torch.long)
         for i, p in enumerate(prompts):
             input_ids[i, width - len(p) :] = torch.as_tensor(list(p), dtype=torch.long)
-            attention[i, width - len(p) : width] = 1
-        positions = (attention[:, :width].cumsum(-1) - 1).clamp(min=0)
-        input_ids, attention, positions = (t.to(self.device) for t in (input_ids, attention, positions))
+            valid[i, width - len(p) :] = 1
+        positions = (valid.cumsum(-1) - 1).clamp(min=0)
+        input_ids, valid, positions = (t.to(self.device) for t in (input_ids, valid, positions))
 
-        static = self.cache_kind == "static"
-        cache: Any = StaticCache(config=self.model.config, max_cache_len=total) if static else DynamicCache(config=self.model.config)
-        # A static cache attends over all its slots (empty ones masked out), so it takes the full-width mask.
-        out = self.model(
-            input_ids=input_ids,
-            attention_mask=attention if static else attention[:, :width],
-            position_ids=positions,
-            past_key_values=cache,
-            use_cache=True,
-            logits_to_keep=1,  # only the last position's logits: a large-vocabulary head is costly at prefill
-        )
-        logits = out.logits[:, -1, :]
+        forward = self._forward(width + params.max_new_tokens)
+        logits = forward.prefill(input_ids, valid, positions)
         next_positions = positions[:, -1:] + 1
-        active = list(range(len(prompts)))  # request index of each batch row
+        batch_rows: list[int | None] = list(range(len(prompts)))  # request index of each batch row (None: idle)
 
         for step in range(params.max_new_tokens):
-            tokens, logprobs = sample_tokens(logits, params, generator)
-            token_list, logprob_list = tokens.tolist(), logprobs.tolist()
+            live = [b for b, index in enumerate(batch_rows) if index is not None]
+            sampled, sampled_lp = sample_tokens(logits[live] if len(live) < len(batch_rows) else logits, params, generator)
+            token_list, logprob_list = sampled.tolist(), sampled_lp.tolist()
+            tokens = [self.pad_token_id] * len(batch_rows)
             events: list[StepEvent] = []
-            keep: list[int] = []
-            for b, index in enumerate(active):
+            for j, b in enumerate(live):
+                index = batch_rows[b]
+                assert index is not None
                 row = rows[index]
-                token = token_list[b]
+                token = tokens[b] = token_list[j]
                 row.completion.token_ids.append(token)
-                row.completion.logprobs.append(logprob_list[b])
+                row.completion.logprobs.append(logprob_list[j])
                 finish: FinishReason | None = None
                 if token in self.stop_token_ids:
                     finish = "stop"
@@ -320,33 +427,33 @@ class TorchEngine:
                     row.completion.finish_reason = finish
                     events.append(StepEvent(index, row.detok.text[row.emitted :], row.completion))
                     row.emitted = len(row.detok.text)
+                    batch_rows[b] = None
                 else:
                     safe = len(row.detok.text) - held_back(row.detok.text, stops)
                     if safe > row.emitted:
                         events.append(StepEvent(index, row.detok.text[row.emitted : safe]))
                         row.emitted = safe
-                    keep.append(b)
             yield events
+            keep = [b for b, index in enumerate(batch_rows) if index is not None]
             if not keep:
                 return
-            if len(keep) < len(active):
+            token_tensor = torch.tensor(tokens, dtype=torch.long, device=self.device)
+            if forward.wants_compaction(len(keep), len(batch_rows)):
                 kept = torch.tensor(keep, device=self.device)
-                if static:
-                    cache.reorder_cache(kept)  # index_select along the batch: keeps only the running rows
-                else:
-                    cache.batch_select_indices(kept)
-                attention, next_positions, tokens = attention[kept], next_positions[kept], tokens[kept]
-                active = [active[b] for b in keep]
-            attention[:, width + step] = 1
-            out = self.model(
-                input_ids=tokens[:, None],
-                attention_mask=attention if static else attention[:, : width + step + 1],
-                position_ids=next_positions,
-                past_key_values=cache,
-                use_cache=True,
-            )
-            logits = out.logits[:, -1, :]
+                forward.select(kept)
+                next_positions, token_tensor = next_positions[kept], token_tensor[kept]
+                batch_rows = [batch_rows[b] for b in keep]
+            logits = forward.decode(token_tensor, next_positions)
             next_positions = next_positions + 1
+
+
+def _as_dtype(dtype: torch.dtype | str) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    names = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+    if dtype not in names:
+        raise ValueError(f"unknown decode dtype {dtype!r}; expected one of {', '.join(names)}")
+    return names[dtype]
 
 
 # --------------------------------------------------------------------------------------------------------------
