@@ -1,9 +1,11 @@
 """Serving throughput: aggregate tokens/s and time to first token (p50/p95) for 1, 8 and 32 concurrent streaming
-clients, continuous batching vs a baseline that serves one request at a time with plain TorchEngine.generate(),
-measured in the same run on the same model, through the real HTTP server and the official `openai` client.
+clients, chatforge's server as shipped (continuous batching on the default decoder) vs a baseline that serves one
+request at a time through the model's own transformers forward pass (what plain `generate()` runs; chatforge's
+decode loop around it measured as fast as `generate()` at batch 1, bench/generation.py), measured in the same run
+on the same model, through the real HTTP server and the official `openai` client.
 
     python bench/serve.py [--model smollm2-135m-instruct] [--clients 1 8 32] [--max-tokens 64] [--threads N]
-                          [--in-process]
+                          [--in-process] [--baseline-decoder transformers] [--decoder auto]
 
 Each server runs as deployed: `chatforge serve` in a process of its own, so the load generator's 32 client threads
 (the `openai` client parses every streamed chunk in Python) do not compete with the decode loop for the server's
@@ -70,7 +72,7 @@ def run_clients(url: str, key: str, model: str, n: int, max_tokens: int) -> dict
 
 
 @contextlib.contextmanager
-def server_process(db: str, mode: str, args: argparse.Namespace) -> Iterator[str]:
+def server_process(db: str, mode: str, decoder: str, args: argparse.Namespace) -> Iterator[str]:
     """`chatforge serve` in its own process on a free port; yields its URL once it answers."""
     import httpx
 
@@ -79,6 +81,7 @@ def server_process(db: str, mode: str, args: argparse.Namespace) -> Iterator[str
         port = sock.getsockname()[1]
     command = [sys.executable, "-m", "chatforge.cli", "serve", "--model", args.model, "--served-name", "bench",
                "--db", db, "--port", str(port), "--batching", mode, "--max-batch", str(max(args.clients)),
+               "--decoder", decoder,
                "--rate-limit", "0", "--max-new-tokens", str(args.max_tokens), "--log-level", "warning"]
     if args.threads:
         command += ["--threads", str(args.threads)]
@@ -110,6 +113,8 @@ def main() -> int:
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--in-process", action="store_true", help="run the servers in this process (threads)")
+    parser.add_argument("--decoder", default="auto", help="chatforge's decoder (auto = lean where supported)")
+    parser.add_argument("--baseline-decoder", default="transformers", help="the one-at-a-time baseline's decoder")
     args = parser.parse_args()
 
     from chatforge import models
@@ -127,12 +132,13 @@ def main() -> int:
             models.set_threads(args.threads)
             model, tokenizer = models.load_model(args.model)
         for mode in ("serial", "continuous"):
+            decoder = args.baseline_decoder if mode == "serial" else args.decoder
             if args.in_process:
                 config = ServeConfig(model_name="bench", batching=mode, max_batch=max(args.clients),
-                                     rate_limit_per_minute=0, max_new_tokens=args.max_tokens)
+                                     rate_limit_per_minute=0, max_new_tokens=args.max_tokens, decoder=decoder)
                 server = running_server(create_app(model, tokenizer, store, config))
             else:
-                server = server_process(db, mode, args)
+                server = server_process(db, mode, decoder, args)
             with server as url:
                 run_clients(url, key, "bench", 1, 4)  # warm-up
                 results[mode] = {}
@@ -142,7 +148,8 @@ def main() -> int:
                           f"  p95 {1000 * r['ttft_p95']:8.0f} ms  ({r['tokens']} tokens in {r['wall']:.1f}s)",
                           file=sys.stderr)
     where = "in this process" if args.in_process else "each in its own process"
-    print(f"\nmodel {args.model}, max_tokens {args.max_tokens}, greedy, servers {where}")
+    print(f"\nmodel {args.model}, max_tokens {args.max_tokens}, greedy, servers {where}; serial = one at a time on "
+          f"the {args.baseline_decoder} decoder, continuous = batched on the {args.decoder} decoder")
     print(f"{'clients':>7} | {'serial tok/s':>12} {'TTFT p50/p95 ms':>17} | {'continuous tok/s':>16} "
           f"{'TTFT p50/p95 ms':>17} | {'speed-up':>8}")
     for n in args.clients:

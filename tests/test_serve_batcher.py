@@ -27,17 +27,26 @@ class Collector:
             self.done.set()
 
 
+# The model's own forward with a transformers cache, and the lean decoder (the default) with its KVCache.
+DECODERS = {"transformers": {"decoder": "transformers"}, "lean": {"decoder": "lean"}}
+
+
+@pytest.fixture(scope="module", params=list(DECODERS))
+def decoder(request):
+    return DECODERS[request.param]
+
+
 @pytest.fixture(scope="module")
-def batcher(tiny):
+def batcher(tiny, decoder):
     model, tokenizer = tiny
-    b = ContinuousBatcher(model, tokenizer, max_batch=8).start()
+    b = ContinuousBatcher(model, tokenizer, max_batch=8, **decoder).start()
     yield b
     b.stop()
 
 
-def test_staggered_requests_match_solo_greedy_generation(tiny, batcher):
+def test_staggered_requests_match_solo_greedy_generation(tiny, batcher, decoder):
     model, tokenizer = tiny
-    engine = TorchEngine(model, tokenizer)
+    engine = TorchEngine(model, tokenizer, **decoder)
     prompts = [chat.encode_prompt(tokenizer, [{"role": "user", "content": p}]) for p in PROMPTS]
     lengths = [12, 20, 4, 16, 9]
     expected = [engine.generate([p], SamplingParams(max_new_tokens=n, temperature=0))[0] for p, n in zip(prompts, lengths, strict=True)]

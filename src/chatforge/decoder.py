@@ -123,10 +123,13 @@ class KVCache:
         self.begin, self.end = 0, width
 
     def select(self, rows: torch.Tensor) -> None:
-        """Keep only ``rows`` (indices into the batch), in that order."""
+        """Keep only ``rows`` (indices into the batch), in that order; copies only the columns in use."""
+        begin, end = self.begin, self.end
         for store in (self.keys, self.values):
             for i, buf in enumerate(store):
-                store[i] = buf.index_select(0, rows)
+                new = torch.empty((len(rows), *buf.shape[1:]), dtype=buf.dtype, device=buf.device)
+                new[:, :, begin:end] = buf[:, :, begin:end].index_select(0, rows)
+                store[i] = new
         self.valid = self.valid.index_select(0, rows)
 
     def trim(self) -> None:

@@ -58,6 +58,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         model_name=args.served_name or str(args.model).rstrip("/").split("/")[-1],
         max_new_tokens=args.max_new_tokens, default_max_tokens=min(args.default_max_tokens, args.max_new_tokens),
         rate_limit_per_minute=args.rate_limit, max_batch=args.max_batch, batching=args.batching,
+        decoder=args.decoder,
         moderation=moderator, max_body_bytes=args.max_body_bytes, secure_cookies=args.secure_cookies,
     )
     import uvicorn
@@ -93,6 +94,9 @@ def register_cli(sub: Any) -> None:
     p.add_argument("--db", default=None, help="database URL (default: SQLite under CHATFORGE_HOME); postgresql://...")
     p.add_argument("--batching", choices=("continuous", "serial"), default="continuous",
                    help="continuous batching (default) or one request at a time (the baseline)")
+    p.add_argument("--decoder", choices=("auto", "lean", "transformers"), default="auto",
+                   help="forward pass: lean (Llama-family models, bf16 on AVX512-BF16 CPUs), the model's own "
+                        "(transformers), or auto = lean where supported (default)")
     p.add_argument("--max-batch", type=int, default=32, help="most requests decoded together (default %(default)s)")
     p.add_argument("--max-new-tokens", type=int, default=512, help="the most tokens a request may ask for")
     p.add_argument("--default-max-tokens", type=int, default=256, help="reply length when a request sets none")

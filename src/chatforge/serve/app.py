@@ -49,6 +49,7 @@ class ServeConfig:
     rate_limit_per_minute: int = 120  # requests per minute per API key / session user; 0 = off
     max_batch: int = 32
     batching: str = "continuous"  # continuous | serial (the baseline)
+    decoder: str = "auto"  # auto | lean | transformers (chatforge.generation.TorchEngine)
     ui_temperature: float = 0.7
     secure_cookies: bool = False
     moderation: Moderator = field(default_factory=Moderator)
@@ -156,9 +157,9 @@ def create_app(model: Any, tokenizer: Any, store: Store, config: ServeConfig | N
     limit = context_limit(model)
     max_prompt = cfg.max_prompt_tokens or max(1, limit - cfg.max_new_tokens)
     if cfg.batching == "continuous":
-        scheduler: Any = ContinuousBatcher(model, tokenizer, max_batch=cfg.max_batch)
+        scheduler: Any = ContinuousBatcher(model, tokenizer, max_batch=cfg.max_batch, decoder=cfg.decoder)  # type: ignore[arg-type]
     elif cfg.batching == "serial":
-        scheduler = SerialServer(model, tokenizer)
+        scheduler = SerialServer(model, tokenizer, decoder=cfg.decoder)  # type: ignore[arg-type]
     else:
         raise ValueError(f"batching must be 'continuous' or 'serial', got {cfg.batching!r}")
     limiter = RateLimiter(cfg.rate_limit_per_minute)

@@ -1,10 +1,12 @@
 """Continuous batching: one scheduler thread runs one decode loop for every request the server has.
 
 ``TorchEngine.steps()`` decodes a fixed set of prompts; a server needs requests to *join* a running batch. This
-module keeps the batch's KV cache (a transformers ``DynamicCache``, left padded) between steps and, before each
-step, prefills the requests that arrived meanwhile and splices their cache rows into the running one (padding the
-shorter side on the left, masked out). Finished and cancelled rows leave at once, and columns that only padding
-still uses are trimmed, so the cache stays as narrow as the longest running request. Each request has its own
+module keeps the batch's KV cache (left padded) between steps and, before each step, prefills the requests that
+arrived meanwhile and splices their cache rows into the running one (padding the shorter side on the left, masked
+out). Finished and cancelled rows leave at once, and columns that only padding still uses are trimmed, so the
+cache stays as narrow as the longest running request. The forward pass is the engine's: the lean decoder and its
+``KVCache`` (``extend``/``select``/``trim``) where the model is supported, else the model's own forward with a
+transformers ``DynamicCache``. Each request has its own
 ``SamplingParams`` (rows with equal temperature/top-p/top-k are sampled together; a seeded request has its own
 generator). Sampling and detokenization reuse ``chatforge.generation`` (sample_tokens, IncrementalDetokenizer).
 
@@ -26,6 +28,7 @@ import torch
 
 from chatforge.generation import (
     Completion,
+    DecoderChoice,
     IncrementalDetokenizer,
     SamplingParams,
     TorchEngine,
@@ -68,8 +71,18 @@ def _plain_layers(cache: Any) -> bool:
 class ContinuousBatcher:
     """``submit(request)`` from any thread; replies are produced by one background decode loop."""
 
-    def __init__(self, model: Any, tokenizer: Any, *, max_batch: int = 32) -> None:
-        self.engine = TorchEngine(model, tokenizer, cache="dynamic")  # reuse its stop tokens, pad id, device
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        *,
+        max_batch: int = 32,
+        decoder: DecoderChoice = "auto",
+        decode_dtype: torch.dtype | str | None = None,
+    ) -> None:
+        # reuse its stop tokens, pad id, device and forward pass
+        self.engine = TorchEngine(model, tokenizer, cache="dynamic", decoder=decoder, decode_dtype=decode_dtype)
+        self.lean = self.engine.lean
         self.model = model
         self.tokenizer = tokenizer
         self.max_batch = max_batch
@@ -77,11 +90,11 @@ class ContinuousBatcher:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._splice_ok: bool | None = None  # learnt at the first prefill
+        self._splice_ok: bool | None = True if self.lean is not None else None  # else learnt at the first prefill
         # running batch
         self._rows: list[GenRequest] = []
         self._cache: Any = None
-        self._mask: torch.Tensor | None = None  # [B, T] 1 = real token
+        self._mask: torch.Tensor | None = None  # [B, T] 1 = real token (transformers path; KVCache keeps its own)
         self._positions: torch.Tensor | None = None  # [B, 1] position of the next token
         self._logits: torch.Tensor | None = None  # [B, V] next-token logits
         self.steps_run = 0
@@ -165,8 +178,6 @@ class ContinuousBatcher:
             req.stops = tuple(req.params.stop) + self.engine.default_stops
             if req.params.seed is not None:
                 req.generator = torch.Generator(device=device).manual_seed(req.params.seed)
-        from transformers import DynamicCache
-
         width = max(len(r.prompt_ids) for r in new)
         ids = torch.full((len(new), width), self.engine.pad_token_id, dtype=torch.long)
         mask = torch.zeros((len(new), width), dtype=torch.long)
@@ -175,17 +186,30 @@ class ContinuousBatcher:
             mask[i, width - len(r.prompt_ids) :] = 1
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         ids, mask, positions = ids.to(device), mask.to(device), positions.to(device)
-        cache = DynamicCache(config=self.model.config)
-        out = self.model(
-            input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True,
-            logits_to_keep=1,
-        )
-        logits = out.logits[:, -1, :]
+        if self.lean is not None:
+            self.lean.refresh()
+            cache: Any = self.lean.new_cache(len(new), width + 64)
+            logits = self.lean.forward(ids, positions, cache, mask.bool())
+        else:
+            from transformers import DynamicCache
+
+            cache = DynamicCache(config=self.model.config)
+            out = self.model(
+                input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True,
+                logits_to_keep=1,
+            )
+            logits = out.logits[:, -1, :]
+            if self._splice_ok is None:
+                self._splice_ok = _plain_layers(cache)
         next_pos = positions[:, -1:] + 1
-        if self._splice_ok is None:
-            self._splice_ok = _plain_layers(cache)
         if not self._rows:
             self._rows, self._cache, self._mask, self._positions, self._logits = new, cache, mask, next_pos, logits
+        elif self.lean is not None:
+            assert self._positions is not None and self._logits is not None
+            self._cache.extend(cache)
+            self._positions = torch.cat([self._positions, next_pos])
+            self._logits = torch.cat([self._logits, logits])
+            self._rows = self._rows + new
         else:
             self._splice(new, cache, mask, next_pos, logits)
         self.max_batch_seen = max(self.max_batch_seen, len(self._rows))
@@ -286,35 +310,45 @@ class ContinuousBatcher:
             return
         device = self.engine.device
         token_tensor = torch.tensor([tokens[b] for b in keep], dtype=torch.long, device=device)
-        assert self._mask is not None and self._positions is not None
+        assert self._positions is not None
         if len(keep) < len(self._rows):
             kept = torch.tensor(keep, device=device)
-            self._cache.batch_select_indices(kept)
-            self._mask, self._positions = self._mask[kept], self._positions[kept]
+            self._positions = self._positions[kept]
             self._rows = [self._rows[b] for b in keep]
-            # Columns that are padding for every remaining row are dead weight: trim them.
-            if self._splice_ok:
-                used = self._mask.any(dim=0).nonzero()
-                first = int(used[0]) if len(used) else 0
-                if first > 0:
-                    self._mask = self._mask[:, first:]
-                    for layer in self._cache.layers:
-                        layer.keys = layer.keys[:, :, first:, :]
-                        layer.values = layer.values[:, :, first:, :]
-        self._mask = torch.cat([self._mask, self._mask.new_ones((len(keep), 1))], dim=1)
-        out = self.model(
-            input_ids=token_tensor[:, None], attention_mask=self._mask, position_ids=self._positions,
-            past_key_values=self._cache, use_cache=True,
-        )
-        self._logits = out.logits[:, -1, :]
+            if self.lean is not None:
+                self._cache.select(kept)
+                self._cache.trim()
+            else:
+                assert self._mask is not None
+                self._cache.batch_select_indices(kept)
+                self._mask = self._mask[kept]
+                # Columns that are padding for every remaining row are dead weight: trim them.
+                if self._splice_ok:
+                    used = self._mask.any(dim=0).nonzero()
+                    first = int(used[0]) if len(used) else 0
+                    if first > 0:
+                        self._mask = self._mask[:, first:]
+                        for layer in self._cache.layers:
+                            layer.keys = layer.keys[:, :, first:, :]
+                            layer.values = layer.values[:, :, first:, :]
+        if self.lean is not None:
+            self._logits = self.lean.forward(token_tensor[:, None], self._positions, self._cache)
+        else:
+            assert self._mask is not None
+            self._mask = torch.cat([self._mask, self._mask.new_ones((len(keep), 1))], dim=1)
+            out = self.model(
+                input_ids=token_tensor[:, None], attention_mask=self._mask, position_ids=self._positions,
+                past_key_values=self._cache, use_cache=True,
+            )
+            self._logits = out.logits[:, -1, :]
         self._positions = self._positions + 1
 
 
 class SerialServer:
     """The baseline: one request at a time with plain ``TorchEngine.generate`` (its deltas still stream)."""
 
-    def __init__(self, model: Any, tokenizer: Any) -> None:
-        self.engine = TorchEngine(model, tokenizer)
+    def __init__(self, model: Any, tokenizer: Any, *, decoder: DecoderChoice = "auto") -> None:
+        self.engine = TorchEngine(model, tokenizer, decoder=decoder)
         self.tokenizer = tokenizer
         self._queue: queue.Queue[GenRequest | None] = queue.Queue()
         self._thread: threading.Thread | None = None
