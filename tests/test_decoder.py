@@ -85,8 +85,10 @@ def test_bfloat16_logits_stay_close_to_the_model_forward(tiny):
         assert (got - want).abs().max() < 0.05 * (want.max() - want.min())
 
 
-def test_engine_follows_the_weights_as_they_train(tiny):
-    """An engine built once must sample from the current weights after each optimizer step (PPO relies on it)."""
+@pytest.mark.parametrize("optimizer", ["sgd", "fused-adamw"])
+def test_engine_follows_the_weights_as_they_train(tiny, optimizer):
+    """An engine built once must sample from the current weights after each optimizer step (PPO relies on it).
+    Fused AdamW writes the weights without bumping their version counters: the step hook must catch it."""
     _, tokenizer = tiny
     from chatforge import models
 
@@ -95,10 +97,13 @@ def test_engine_follows_the_weights_as_they_train(tiny):
     greedy = SamplingParams(max_new_tokens=6, temperature=0)
     prompt = engine.encode_chat([{"role": "user", "content": "Hello there"}])
     before = engine.generate([prompt], greedy)[0]
-    optimizer = torch.optim.SGD(model.parameters(), lr=5.0)
+    if optimizer == "sgd":
+        opt: torch.optim.Optimizer = torch.optim.SGD(model.parameters(), lr=5.0)
+    else:
+        opt = torch.optim.AdamW(model.parameters(), lr=0.5, fused=True)
     loss = model(torch.tensor([prompt + before.token_ids]), labels=torch.tensor([prompt + before.token_ids])).loss
     (-loss).backward()  # push away from what it said
-    optimizer.step()
+    opt.step()
     after = engine.generate([prompt], greedy)[0]
     fresh = TorchEngine(model, tokenizer, decoder="transformers").generate([prompt], greedy)[0]
     assert after.token_ids == fresh.token_ids

@@ -25,6 +25,7 @@ def config(tmp_path, **overrides) -> PPOConfig:
     values = dict(
         output_dir=str(tmp_path / "ppo"), steps=3, batch_size=4, mini_batch_size=2, ppo_epochs=2,
         learning_rate=1e-3, max_new_tokens=5, progress=False, tensorboard=False,
+        bf16=False,  # float32 so the exactness checks below hold on every CPU (bf16 is the "auto" default)
     )
     values.update(overrides)
     return PPOConfig(**values)
@@ -32,7 +33,7 @@ def config(tmp_path, **overrides) -> PPOConfig:
 
 def test_packed_forward_matches_sampling_logprobs():
     model, tokenizer = models.build_tiny(seed=0)
-    engine = TorchEngine(model, tokenizer)
+    engine = TorchEngine(model, tokenizer, decode_dtype="float32")  # bf16 decoding is close, not equal
     contexts = [rollout.as_context(p) for p in PROMPTS[:3]]
     rolls = rollout.generate(engine, contexts, SamplingParams(max_new_tokens=7, temperature=1.0, seed=1))
     packed = rollout.pack([(r.prompt_ids + r.response_ids, len(r.prompt_ids)) for r in rolls], 0)
@@ -95,7 +96,7 @@ def test_ppo_raises_reward_with_bounded_kl(tmp_path, yes_no_policy):
     result = PPOTrainer(cfg, model, tokenizer, says_yes, PROMPTS).train()
     records = [json.loads(line) for line in (tmp_path / "ppo" / "metrics.jsonl").read_text().splitlines()]
     assert len(records) == 8
-    first = sum(r["reward"] for r in records[:2]) / 2
+    first = records[0]["reward"]  # the SFT policy: about half its answers say yes
     last = sum(r["reward"] for r in records[-3:]) / 3
     assert last > first + 0.3, [r["reward"] for r in records]
     assert max(r["kl"] for r in records) < 10.0

@@ -10,10 +10,11 @@ MLP (gate|up, down), with the residual stream and the norms in float32 and the m
 (bfloat16 by default on CPUs with AVX512-BF16, where oneDNN's kernels read half the bytes; measured in
 bench/generation.py). The rotary embedding is the model's own module, so every RoPE variant it supports is exact.
 
-The packed weights are copies. They are refreshed automatically when the model's parameters change: every
-in-place update (an optimizer step, ``load_state_dict``) bumps a tensor's version counter, and the decoder
-compares a fingerprint of (storage, version) of every parameter, plus LoRA adapters' enabled state, before each
-use. A PEFT LoRA model decodes with its adapters merged into the copies (or without them, inside
+The packed weights are copies. They are refreshed automatically when the model's parameters may have changed:
+the decoder compares a fingerprint before each use, made of every parameter's (storage, version counter) (an
+in-place update such as ``load_state_dict`` or a plain optimizer bumps the counter), LoRA adapters' enabled state,
+and a count of optimizer steps taken anywhere in the process (torch's fused AdamW writes the weights without
+bumping their version counters, so a global optimizer step hook counts steps instead). A PEFT LoRA model decodes with its adapters merged into the copies (or without them, inside
 ``disable_adapter()``), so the policy being trained is what samples.
 
 Models it does not cover (Gemma 3's sliding windows and extra norms, biased MLPs, ...) use the transformers
@@ -27,8 +28,19 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
 SUPPORTED_TYPES = ("llama", "mistral", "qwen2")
+
+_optimizer_steps = 0  # optimizer steps taken in this process (any optimizer): part of every weight fingerprint
+
+
+def _count_optimizer_step(optimizer: Any, args: Any, kwargs: Any) -> None:
+    global _optimizer_steps
+    _optimizer_steps += 1
+
+
+register_optimizer_step_post_hook(_count_optimizer_step)
 
 
 def base_model(model: Any) -> Any:
@@ -251,7 +263,8 @@ class LeanDecoder:
     # ---- weights ----------------------------------------------------------------------------------------------
 
     def _current_fingerprint(self) -> tuple[Any, ...]:
-        parts: list[Any] = [(p.data_ptr(), p._version) for p in self.model.parameters()]
+        parts: list[Any] = [_optimizer_steps]
+        parts.extend((p.data_ptr(), p._version) for p in self.model.parameters())
         parts.extend(
             bool(getattr(m, "disable_adapters", False)) for m in self.model.modules() if hasattr(m, "lora_A")
         )

@@ -4,6 +4,7 @@
   collectives the trainers use;
 * ``bf16_supported``: whether bfloat16 autocast is fast here (measured: a CPU without native bf16 emulates it, and
   some torch builds are slower in bf16 even with it);
+* ``adamw``: the optimizer every trainer uses, torch's fused AdamW where it can run;
 * ``rng_state`` / ``set_rng_state``: every RNG a training step draws from, for exact resumption;
 * ``write_dir_atomically`` (from ``chatforge.atomic``): build a directory aside and rename it into place, so a
   killed run never leaves a half-written checkpoint where a resume would look;
@@ -161,6 +162,21 @@ def _matmul_seconds(dtype: torch.dtype, repeats: int = 3) -> float:
         a @ b
         best = min(best, time.perf_counter() - start)
     return best
+
+
+def adamw(params: Any, lr: float, weight_decay: float = 0.0) -> torch.optim.AdamW:
+    """AdamW, fused (one kernel over all parameters) where every parameter is a float tensor on a CPU or CUDA
+    device: on the CPU torch's default per-tensor loop measured 0.69 s a step for a 135M model, the fused kernel
+    0.07 s. Elsewhere (MPS, an older torch) torch's default implementation."""
+    groups = list(params)
+    tensors = [p for g in groups for p in (g["params"] if isinstance(g, dict) else [g])]
+    fused = bool(tensors) and all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in tensors)
+    if fused:
+        try:
+            return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay, fused=True)
+        except (RuntimeError, TypeError):
+            pass
+    return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
 
 
 def bf16_supported(device: torch.device) -> bool:

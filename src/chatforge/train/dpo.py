@@ -66,7 +66,9 @@ class DPOConfig(config_io.ConfigIO):
     warmup_steps: int = field(default=0, metadata={"help": "linear warmup steps"})
     max_grad_norm: float | None = field(default=1.0, metadata={"help": "gradient clipping (null: off)"})
     seed: int = field(default=0, metadata={"help": "seed of pair order and LoRA init"})
-    bf16: bool | Literal["auto"] = field(default=False, metadata={"help": "bf16 autocast"})
+    bf16: bool | Literal["auto"] = field(
+        default="auto", metadata={"help": "bf16 autocast: auto uses it where the hardware has native bf16"}
+    )
     lora: bool = field(default=False, metadata={"help": "train LoRA adapters (reference = adapters disabled)"})
     lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling numerator"})
@@ -144,12 +146,17 @@ def preference_pairs(tokenizer: Any, comparisons: Sequence[Any], max_seq_len: in
 
 
 class _SequenceLogprobs(nn.Module):
-    def __init__(self, model: nn.Module) -> None:
+    """Summed log-probability of each packed sequence's reply (under bf16 autocast when ``compute_dtype`` is
+    bfloat16; the weights stay float32)."""
+
+    def __init__(self, model: nn.Module, compute_dtype: torch.dtype | None = None) -> None:
         super().__init__()
         self.model = model
+        self.compute_dtype = compute_dtype
 
     def forward(self, batch: rollout.Packed) -> torch.Tensor:
-        out = rollout.sequence_forward(self.model, batch, with_entropy=False)
+        with torch.autocast(batch.input_ids.device.type, dtype=torch.bfloat16, enabled=self.compute_dtype is not None):
+            out = rollout.sequence_forward(self.model, batch, with_entropy=False, compute_dtype=self.compute_dtype)
         return torch.stack([out.logprobs[a:b].sum() for a, b in batch.spans])
 
 
@@ -188,9 +195,10 @@ class DPOTrainer:
         if config.lora:
             policy = _with_lora(policy, config)  # type: ignore[arg-type]
         self.model = policy.eval()
-        self._module = _SequenceLogprobs(self.model)
+        self.bf16 = common.bf16_supported(self.device) if config.bf16 == "auto" else bool(config.bf16)
+        self._module = _SequenceLogprobs(self.model, torch.bfloat16 if self.bf16 else None)
         self.trainable = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(self.trainable, lr=config.learning_rate)
+        self.optimizer = common.adamw(self.trainable, lr=config.learning_rate)
         from transformers import get_constant_schedule_with_warmup
 
         self.scheduler = get_constant_schedule_with_warmup(self.optimizer, config.warmup_steps)

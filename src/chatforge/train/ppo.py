@@ -129,7 +129,9 @@ class PPOConfig(config_io.ConfigIO):
     reward_batch_size: int = field(default=16, metadata={"help": "batch size of reward-model scoring"})
     forward_batch_size: int = field(default=16, metadata={"help": "sequences per no-grad forward pass"})
     seed: int = field(default=0, metadata={"help": "seed of prompt order, sampling and LoRA init"})
-    bf16: bool | Literal["auto"] = field(default=False, metadata={"help": "bf16 autocast of the training forward"})
+    bf16: bool | Literal["auto"] = field(
+        default="auto", metadata={"help": "bf16 autocast of the forward passes: auto uses it where the hardware has native bf16"}
+    )
 
     lora: bool = field(default=False, metadata={"help": "train LoRA adapters (reference = adapters disabled)"})
     lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
@@ -289,7 +291,7 @@ class PPOTrainer:
         self.trainable = [p for p in policy.parameters() if p.requires_grad] + list(self.value_head.parameters())
         self.bf16 = common.bf16_supported(self.device) if config.bf16 == "auto" else bool(config.bf16)
         self._module = _PolicyValue(self.model, self.value_head, config.temperature, torch.bfloat16 if self.bf16 else None)
-        self.optimizer = torch.optim.AdamW(self.trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
+        self.optimizer = common.adamw(self.trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
         from transformers import get_constant_schedule_with_warmup
 
         self.scheduler = get_constant_schedule_with_warmup(self.optimizer, config.warmup_steps)

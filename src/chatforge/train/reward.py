@@ -722,7 +722,7 @@ class RewardTrainer:
         self.bf16 = common.bf16_supported(self.device) if config.bf16 == "auto" else bool(config.bf16)
         decay = [p for p in self.trainable if p.ndim >= 2]
         no_decay = [p for p in self.trainable if p.ndim < 2]
-        self.optimizer = torch.optim.AdamW(
+        self.optimizer = common.adamw(
             [
                 {"params": decay, "weight_decay": config.weight_decay},
                 {"params": no_decay, "weight_decay": 0.0},

@@ -355,7 +355,7 @@ class SFTTrainer:
 
         decay = [p for p in self.trainable if p.ndim >= 2]
         no_decay = [p for p in self.trainable if p.ndim < 2]  # biases and norm scales
-        self.optimizer = torch.optim.AdamW(
+        self.optimizer = common.adamw(
             [
                 {"params": decay, "weight_decay": config.weight_decay},
                 {"params": no_decay, "weight_decay": 0.0},
