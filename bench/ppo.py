@@ -146,6 +146,7 @@ def make_reward_model(directory: Path) -> Any:
 
 
 def run_chatforge(reward: TimedReward, args: argparse.Namespace, out: Path) -> Result:
+    from chatforge.generation import TorchEngine
     from chatforge.train.ppo import PPOConfig, PPOTrainer
 
     policy, tokenizer = models.load_model(MODEL, dtype=torch.float32)
@@ -161,7 +162,7 @@ def run_chatforge(reward: TimedReward, args: argparse.Namespace, out: Path) -> R
         kl_coef=args.kl_coef,
         max_grad_norm=1.0,
         seed=args.seed,
-        bf16=False,
+        bf16=args.precision == "bf16",
         threads=args.threads,
         tensorboard=False,
         progress=False,
@@ -175,6 +176,9 @@ def run_chatforge(reward: TimedReward, args: argparse.Namespace, out: Path) -> R
             result.steps.append(step)
 
     trainer = PPOTrainer(config, policy, tokenizer, reward, conversations(), on_log=on_log)
+    if args.decode_dtype != "default":
+        trainer.engine = TorchEngine(policy, tokenizer, decode_dtype=args.decode_dtype)
+    print(f"# chatforge samples with the {trainer.engine.decoder_name} decoder", flush=True)
     if not args.natural:
         trainer.engine.stop_token_ids = frozenset()  # every response runs to max_new_tokens
     reward.take()
@@ -230,7 +234,7 @@ def run_trl(reward: TimedReward, args: argparse.Namespace, out: Path) -> Result:
         gradient_checkpointing=args.trl_gradient_checkpointing,
         seed=args.seed,
         use_cpu=True,
-        bf16=False,
+        bf16=args.precision == "bf16",
         save_strategy="no",
         logging_strategy="no",
         report_to="none",
@@ -310,6 +314,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lr", type=float, default=1e-5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--precision", choices=["float32", "bf16"], default="float32",
+                        help="training forward/backward of both trainers: float32, or bf16 autocast (weights float32)")
+    parser.add_argument("--decode-dtype", choices=["default", "float32", "bfloat16"], default="default",
+                        help="chatforge's sampling dtype (default: its engine's, bfloat16 on AVX512-BF16 CPUs)")
     parser.add_argument(
         "--trl-gradient-checkpointing", action="store_true", help="keep TRL's default gradient checkpointing"
     )
@@ -330,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
 
     lengths = "natural (end-of-turn)" if args.natural else "forced"
     print(
-        f"# one RL step: {MODEL}, float32, CPU, {torch.get_num_threads()} threads, torch {torch.__version__}, "
+        f"# one RL step: {MODEL}, training in {args.precision}, CPU, {torch.get_num_threads()} threads, torch {torch.__version__}, "
         f"trl {trl.__version__}\n# {args.completions} completions/step, max {args.max_new_tokens} new tokens "
         f"({lengths}), KL coef {args.kl_coef}, 1 optimizer step/step; median of {args.steps} steps after 1 warm-up",
         flush=True,

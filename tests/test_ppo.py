@@ -139,3 +139,18 @@ def test_config_problems_are_listed(tmp_path):
     assert "mini_batch_size" in text and "lam" in text and "clip_range" in text
     with pytest.raises(PPOConfigError, match="unknown key"):
         PPOConfig.from_dict({"output_dir": "x", "kl_coeff": 0.1})
+
+
+def test_single_pass_step_equals_the_two_pass_step(tmp_path, monkeypatch):
+    """One epoch over one minibatch reuses the training forward for the old log-probs and values; the update must
+    be the one the separate no-grad forward gives."""
+    weights = []
+    for single in (True, False):
+        model, tokenizer = models.build_tiny(seed=0)
+        cfg = config(tmp_path / str(single), steps=2, ppo_epochs=1, mini_batch_size=4, entropy_coef=0.01)
+        monkeypatch.setattr(PPOTrainer, "single_pass", property(lambda self, s=single: s))
+        PPOTrainer(cfg, model, tokenizer, says_yes, PROMPTS).train()
+        weights.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+    initial = torch.cat([p.detach().flatten() for p in models.build_tiny(seed=0)[0].parameters()])
+    assert (weights[0] - initial).abs().max() > 1e-4  # the steps really moved the weights
+    torch.testing.assert_close(weights[0], weights[1], atol=1e-5, rtol=1e-4)

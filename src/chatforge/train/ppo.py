@@ -202,18 +202,27 @@ class _PolicyValue(nn.Module):
     """Policy + value head as one module (what DDP wraps): per response token, log-prob, entropy and value; and
     the PPO-ptx loss of an SFT batch in the same forward."""
 
-    def __init__(self, model: nn.Module, value_head: nn.Linear, temperature: float, compute_dtype: torch.dtype | None):
+    def __init__(
+        self,
+        model: nn.Module,
+        value_head: nn.Linear,
+        temperature: float,
+        compute_dtype: torch.dtype | None,
+        entropy_grad: bool = True,
+    ):
         super().__init__()
         self.model = model
         self.value_head = value_head
         self.temperature = temperature
         self.compute_dtype = compute_dtype
+        self.entropy_grad = entropy_grad  # False when the loss has no entropy bonus: entropy is then only monitored
 
     def forward(
         self, batch: rollout.Packed, ptx: packing.PackedBatch | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
         out = rollout.sequence_forward(
-            self.model, batch, temperature=self.temperature, compute_dtype=self.compute_dtype
+            self.model, batch, temperature=self.temperature, compute_dtype=self.compute_dtype,
+            entropy_grad=self.entropy_grad,
         )
         values = self.value_head(out.hidden.float())[:, 0]
         ptx_loss = None
@@ -237,6 +246,9 @@ class _Batch:
     old_values: torch.Tensor
     advantages: torch.Tensor
     returns: torch.Tensor
+    # single-pass steps (one epoch, one minibatch): the training forward's outputs (log-probs, entropy, values,
+    # PPO-ptx loss), still attached to the autograd graph, so the update does not run the forward again
+    graph: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None] | None = None
 
 
 def _hidden_size(model: Any) -> int:
@@ -290,7 +302,10 @@ class PPOTrainer:
         nn.init.zeros_(self.value_head.bias)
         self.trainable = [p for p in policy.parameters() if p.requires_grad] + list(self.value_head.parameters())
         self.bf16 = common.bf16_supported(self.device) if config.bf16 == "auto" else bool(config.bf16)
-        self._module = _PolicyValue(self.model, self.value_head, config.temperature, torch.bfloat16 if self.bf16 else None)
+        self._module = _PolicyValue(
+            self.model, self.value_head, config.temperature, torch.bfloat16 if self.bf16 else None,
+            entropy_grad=config.entropy_coef != 0,
+        )
         self.optimizer = common.adamw(self.trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
         from transformers import get_constant_schedule_with_warmup
 
@@ -349,9 +364,17 @@ class PPOTrainer:
     def _pack(self, rollouts: Sequence[rollout.Rollout]) -> rollout.Packed:
         return rollout.pack([(r.prompt_ids + r.response_ids, len(r.prompt_ids)) for r in rollouts], self._pad_id, self.device)
 
-    def make_rollouts(self, step: int) -> tuple[_Batch, dict[str, float]]:
+    @property
+    def single_pass(self) -> bool:
+        """One epoch over one minibatch of the whole rollout batch: the old log-probs and values are exactly those
+        of the training forward (same weights, eval mode), so that forward runs once, with gradients, and serves
+        both (TRL's GRPO does the same with a single iteration)."""
+        return self.config.ppo_epochs == 1 and self.config.mini_batch_size >= self.config.batch_size
+
+    def make_rollouts(self, step: int, module: nn.Module | None = None) -> tuple[_Batch, dict[str, float]]:
         """Sample, score and evaluate this process's rollouts of ``step``; the advantages are whitened over every
-        process's tokens."""
+        process's tokens. ``module`` (the policy + value head, DDP-wrapped when distributed) runs the single-pass
+        training forward."""
         config = self.config
         params = SamplingParams(
             max_new_tokens=config.max_new_tokens,
@@ -367,8 +390,20 @@ class PPOTrainer:
             scores = [config.truncation_reward if r.truncated else s for r, s in zip(rollouts, scores, strict=True)]
 
         old_lp, ref_lp, values, entropy = [], [], [], []
+        graph = None
+        if self.single_pass:
+            packed = self._pack(rollouts)
+            with self._autocast():
+                graph = (module or self._module)(packed, self._ptx_batch(self._updates_done))
+            lp, ent, val, _ = graph
+            ref = self.reference_logprobs(packed)
+            for a, b in packed.spans:
+                old_lp.append(lp[a:b].detach().float())
+                entropy.append(ent[a:b].detach().float())
+                values.append(val[a:b].detach().float())
+                ref_lp.append(ref[a:b])
         with torch.no_grad():
-            for start in range(0, len(rollouts), config.forward_batch_size):
+            for start in range(0, len(rollouts) if graph is None else 0, config.forward_batch_size):
                 packed = self._pack(rollouts[start : start + config.forward_batch_size])
                 with self._autocast():
                     lp, ent, val, _ = self._module(packed)
@@ -394,7 +429,7 @@ class PPOTrainer:
             advantages = (advantages - mean) / (var + 1e-8) ** 0.5 * mask
         kl_seq = kl.sum(dim=1)
         k3 = (losses.kl_estimate(old_logprobs, ref_logprobs, "k3") * mask).sum(dim=1)
-        batch = _Batch(rollouts, mask, old_logprobs, ref_logprobs, old_values, advantages, returns)
+        batch = _Batch(rollouts, mask, old_logprobs, ref_logprobs, old_values, advantages, returns, graph)
         total = [s + float(r) for s, r in zip(scores, (-self.kl_coef * kl_seq).tolist(), strict=True)]
         sums = self.dist.sum([
             len(rollouts), sum(rm_scores), sum(scores), sum(total), float(kl_seq.sum()), float(k3.sum()),
@@ -436,7 +471,8 @@ class PPOTrainer:
         epochs_done = 0
         for epoch in range(config.ppo_epochs):
             order = list(range(n))
-            random.Random(hash((config.seed, step, epoch, self.dist.rank)) & 0xFFFFFFFF).shuffle(order)
+            if batch.graph is None:  # (a single minibatch of everything needs no shuffle: its loss is a mean)
+                random.Random(hash((config.seed, step, epoch, self.dist.rank)) & 0xFFFFFFFF).shuffle(order)
             for start in range(0, n - config.mini_batch_size + 1, config.mini_batch_size):
                 idx = order[start : start + config.mini_batch_size]
                 rolls = [batch.rollouts[i] for i in idx]
@@ -444,15 +480,20 @@ class PPOTrainer:
                 width = max(len(r.response_ids) for r in rolls)
                 take = lambda t: t[idx][:, :width]  # noqa: B023, E731
                 mask = take(batch.mask)
-                ptx = self._ptx_batch(self._updates_done)
-                with self._autocast():
-                    lp, ent, val, ptx_loss = module(packed, ptx)
+                if batch.graph is not None:
+                    lp, ent, val, ptx_loss = batch.graph
+                    batch.graph = None  # used once
+                else:
+                    with self._autocast():
+                        lp, ent, val, ptx_loss = module(packed, self._ptx_batch(self._updates_done))
                 logprobs = rollout.padded(lp.float(), packed.spans, width)
                 values = rollout.padded(val.float(), packed.spans, width)
                 entropy = rollout.padded(ent.float(), packed.spans, width)
                 pg, pstats = losses.policy_loss(logprobs, take(batch.old_logprobs), take(batch.advantages), mask, config.clip_range)
                 vl, vclip = losses.value_loss(values, take(batch.old_values), take(batch.returns), mask, config.clip_range_value)
-                loss = pg + config.vf_coef * vl - config.entropy_coef * losses.masked_mean(entropy, mask)
+                loss = pg + config.vf_coef * vl
+                if config.entropy_coef:
+                    loss = loss - config.entropy_coef * losses.masked_mean(entropy, mask)
                 if ptx_loss is not None:
                     loss = loss + config.ptx_coef * ptx_loss
                 loss.backward()
@@ -522,7 +563,7 @@ class PPOTrainer:
         while self.step < config.steps:
             step_started = time.monotonic()
             self.model.eval()
-            batch, stats = self.make_rollouts(self.step)
+            batch, stats = self.make_rollouts(self.step, module)
             update = self._update(module, batch, self.step)
             step_time = time.monotonic() - step_started
             kl_coef_used = self.kl_coef

@@ -193,10 +193,13 @@ def sequence_forward(
     *,
     temperature: float = 1.0,
     with_entropy: bool = True,
+    entropy_grad: bool = True,
     compute_dtype: torch.dtype | None = None,
 ) -> TokenOutputs:
     """Log-probabilities (at ``temperature``, as sampled) of the response tokens of a packed batch, their entropies
-    and hidden states. The head runs only on the response positions."""
+    and hidden states. The head runs only on the response positions. ``entropy_grad=False`` computes the entropy
+    for monitoring only, outside the autograd graph: its softmax over the whole vocabulary at every response token
+    otherwise roughly doubles the backward pass of the output head."""
     parts = token_loss.lm_parts(model)
     hidden = token_loss.hidden_at(parts.decoder, batch.input_ids, batch.position_ids, batch.target_index)
     with torch.autocast(hidden.device.type, enabled=False):
@@ -210,7 +213,9 @@ def sequence_forward(
         if temperature != 1.0:
             logits = logits / temperature
         logprobs = torch.log_softmax(logits, dim=-1).gather(-1, batch.targets[:, None])[:, 0]
-        entropy = losses.entropy_from_logits(logits) if with_entropy else None
+        entropy = None
+        if with_entropy:
+            entropy = losses.entropy_from_logits(logits if entropy_grad else logits.detach())
     return TokenOutputs(logprobs, entropy, hidden)
 
 
