@@ -303,11 +303,11 @@ def parse_dtype(dtype: str | torch.dtype) -> torch.dtype:
 
 
 def inference_dtype(choice: str = "auto") -> str:
-    """Resolve a --dtype choice: "auto" = bfloat16 on GPUs, float32 on CPUs.
+    """Resolve a --dtype choice for the weights as loaded: "auto" = bfloat16 on GPUs, float32 on CPUs.
 
-    Decoding on a CPU reads every weight once per step, so bf16 should halve the time; but torch 2.13's CPU bf16
-    matmuls at decode shapes (a handful of rows) measured slower than float32 here even on an AVX512-BF16 CPU
-    (bench/generation.py prints both), so float32 stays the CPU default. bf16 autocast does pay for training."""
+    On a CPU the weights stay float32 (training and the reward model want them so); decoding speed comes from the
+    generation engine's lean decoder, which packs its own bfloat16 copies where the CPU has AVX512-BF16
+    (``chatforge.decoder``; bench/generation.py measures both dtypes)."""
     if choice != "auto":
         parse_dtype(choice)
         return choice
