@@ -74,7 +74,8 @@ def default_decode_dtype(model: Any) -> torch.dtype:
     """bfloat16 on a CPU with native bf16 dot products (AVX512-BF16), where it halves the bytes each decode step
     reads; otherwise the model's own dtype."""
     param = next(base_model(model).parameters())
-    if param.device.type == "cpu" and torch.cpu._is_avx512_bf16_supported():
+    native_bf16 = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    if param.device.type == "cpu" and native_bf16():
         return torch.bfloat16
     return param.dtype
 
