@@ -186,6 +186,20 @@ class StepEvent:
     finished: Completion | None = None
 
 
+def cache_argument(model: Any) -> str:
+    """The name under which this transformers model's forward takes its KV cache: ``cache`` from transformers
+    5.2x on (``past_key_values`` still works there with a deprecation warning and goes away in 5.40), else
+    ``past_key_values``."""
+    import inspect
+
+    forward = getattr(model, "forward", None)
+    try:
+        parameters = inspect.signature(forward).parameters if forward is not None else {}
+    except (TypeError, ValueError):
+        parameters = {}
+    return "cache" if "cache" in parameters else "past_key_values"
+
+
 class _TransformersForward:
     """Decode steps through the model's own forward pass and a transformers cache: any architecture."""
 
@@ -203,6 +217,7 @@ class _TransformersForward:
         self.total = total
         self.attention = torch.empty(0)
         self.width = 0
+        self.cache_arg = cache_argument(model)
 
     def prefill(self, input_ids: torch.Tensor, valid: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         batch, self.width = input_ids.shape
@@ -213,9 +228,9 @@ class _TransformersForward:
             # A static cache attends over all its slots (empty ones masked out), so it takes the full-width mask.
             attention_mask=self.attention if self.static else self.attention[:, : self.width],
             position_ids=positions,
-            past_key_values=self.cache,
             use_cache=True,
             logits_to_keep=1,  # only the last position's logits: a large-vocabulary head is costly at prefill
+            **{self.cache_arg: self.cache},
         )
         return out.logits[:, -1, :]
 
@@ -226,8 +241,8 @@ class _TransformersForward:
             input_ids=tokens[:, None],
             attention_mask=self.attention if self.static else self.attention[:, : self.width],
             position_ids=positions,
-            past_key_values=self.cache,
             use_cache=True,
+            **{self.cache_arg: self.cache},
         )
         return out.logits[:, -1, :]
 
