@@ -253,5 +253,5 @@ def test_decoder_choice(tiny):
         TorchEngine(gemma, tokenizer, decoder="lean")
     with pytest.raises(ValueError, match="decoder must be"):
         TorchEngine(model, tokenizer, decoder="vllm")  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="unknown decode dtype 'fp8'"):
+    with pytest.raises(ValueError, match="decode_dtype: unknown dtype 'fp8'"):
         TorchEngine(model, tokenizer, decode_dtype="fp8")

@@ -18,7 +18,7 @@ from typing import Any, Literal, Protocol
 
 import torch
 
-from chatforge import chat
+from chatforge import chat, models
 from chatforge.decoder import KVCache, LeanDecoder, unsupported_reason
 
 FinishReason = Literal["stop", "length"]
@@ -318,7 +318,10 @@ class TorchEngine:
         if decoder != "transformers":
             reason = unsupported_reason(model)
             if reason is None:
-                dtype = None if decode_dtype is None else _as_dtype(decode_dtype)
+                try:
+                    dtype = None if decode_dtype is None else models.parse_dtype(decode_dtype)
+                except ValueError as err:
+                    raise ValueError(f"decode_dtype: {err}") from None
                 self.lean = LeanDecoder(model, dtype=dtype)
             elif decoder == "lean":
                 raise ValueError(f"decoder='lean' cannot run this model: {reason}; use decoder='transformers'")
@@ -460,15 +463,6 @@ class TorchEngine:
                 batch_rows = [batch_rows[b] for b in keep]
             logits = forward.decode(token_tensor, next_positions)
             next_positions = next_positions + 1
-
-
-def _as_dtype(dtype: torch.dtype | str) -> torch.dtype:
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    names = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-    if dtype not in names:
-        raise ValueError(f"unknown decode dtype {dtype!r}; expected one of {', '.join(names)}")
-    return names[dtype]
 
 
 # --------------------------------------------------------------------------------------------------------------
