@@ -389,30 +389,29 @@ class PPOTrainer:
         if config.truncation_reward is not None:
             scores = [config.truncation_reward if r.truncated else s for r, s in zip(rollouts, scores, strict=True)]
 
-        old_lp, ref_lp, values, entropy = [], [], [], []
+        # (packed sequences, policy outputs) per forward: one forward with gradients in a single-pass step (the
+        # update reuses it), else no-grad forwards of forward_batch_size sequences
+        forwards: list[tuple[rollout.Packed, tuple[Any, ...]]] = []
         graph = None
         if self.single_pass:
             packed = self._pack(rollouts)
             with self._autocast():
                 graph = (module or self._module)(packed, self._ptx_batch(self._updates_done))
-            lp, ent, val, _ = graph
+            forwards.append((packed, graph))
+        else:
+            with torch.no_grad():
+                for start in range(0, len(rollouts), config.forward_batch_size):
+                    packed = self._pack(rollouts[start : start + config.forward_batch_size])
+                    with self._autocast():
+                        forwards.append((packed, self._module(packed)))
+        old_lp, ref_lp, values, entropy = [], [], [], []
+        for packed, (lp, ent, val, _) in forwards:
             ref = self.reference_logprobs(packed)
             for a, b in packed.spans:
                 old_lp.append(lp[a:b].detach().float())
                 entropy.append(ent[a:b].detach().float())
                 values.append(val[a:b].detach().float())
                 ref_lp.append(ref[a:b])
-        with torch.no_grad():
-            for start in range(0, len(rollouts) if graph is None else 0, config.forward_batch_size):
-                packed = self._pack(rollouts[start : start + config.forward_batch_size])
-                with self._autocast():
-                    lp, ent, val, _ = self._module(packed)
-                ref = self.reference_logprobs(packed)
-                for a, b in packed.spans:
-                    old_lp.append(lp[a:b].float())
-                    entropy.append(ent[a:b].float())
-                    values.append(val[a:b].float())
-                    ref_lp.append(ref[a:b])
         lengths = [len(r.response_ids) for r in rollouts]
         pad = lambda xs: rollout.padded(torch.cat([x[None] if x.ndim == 0 else x for x in xs]), _cumulative(lengths))  # noqa: E731
         mask = rollout.response_mask(lengths)
