@@ -114,26 +114,20 @@ class KVCache:
         return self.end - self.begin
 
     def reserve(self, columns: int) -> None:
-        """Make room for ``columns`` more columns after ``end`` (moving the used part to the front if needed)."""
+        """Make room for ``columns`` more columns after ``end``: when full, the buffers double (at least) and the
+        columns in use move to the front."""
         if self.end + columns <= self.capacity:
             return
-        need = self.width + columns
-        new_cap = max(need, 2 * self.capacity)
-        self._reallocate(self.batch, new_cap, lambda old, new: new[:, :, : self.width].copy_(old[:, :, self.begin : self.end]))
-
-    def _reallocate(self, batch: int, capacity: int, fill: Any) -> None:
-        k0 = self.keys[0]
-        shape = (batch, k0.shape[1], capacity, k0.shape[3])
+        width = self.width
+        capacity = max(width + columns, 2 * self.capacity)
         for store in (self.keys, self.values):
             for i, old in enumerate(store):
-                new = torch.empty(shape, dtype=old.dtype, device=old.device)
-                fill(old, new)
+                new = torch.empty((old.shape[0], old.shape[1], capacity, old.shape[3]), dtype=old.dtype, device=old.device)
+                new[:, :, :width] = old[:, :, self.begin : self.end]
                 store[i] = new
-        valid = torch.zeros((batch, capacity), dtype=torch.bool, device=self.valid.device)
-        width = self.width
+        valid = torch.zeros((self.batch, capacity), dtype=torch.bool, device=self.valid.device)
         valid[:, :width] = self.valid[:, self.begin : self.end]
-        self.valid = valid
-        self.begin, self.end = 0, width
+        self.valid, self.begin, self.end = valid, 0, width
 
     def select(self, rows: torch.Tensor) -> None:
         """Keep only ``rows`` (indices into the batch), in that order; copies only the columns in use."""
