@@ -203,7 +203,7 @@ def cache_argument(model: Any) -> str:
 class _TransformersForward:
     """Decode steps through the model's own forward pass and a transformers cache: any architecture."""
 
-    def __init__(self, model: Any, cache_kind: str, total: int) -> None:
+    def __init__(self, model: Any, cache_kind: str, total: int, cache_arg: str) -> None:
         from transformers import DynamicCache, StaticCache
 
         self.model = model
@@ -217,7 +217,7 @@ class _TransformersForward:
         self.total = total
         self.attention = torch.empty(0)
         self.width = 0
-        self.cache_arg = cache_argument(model)
+        self.cache_arg = cache_arg
 
     def prefill(self, input_ids: torch.Tensor, valid: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         batch, self.width = input_ids.shape
@@ -325,6 +325,7 @@ class TorchEngine:
                 self.lean = LeanDecoder(model, dtype=dtype)
             elif decoder == "lean":
                 raise ValueError(f"decoder='lean' cannot run this model: {reason}; use decoder='transformers'")
+        self.cache_arg = cache_argument(model)  # the keyword the model's own forward takes its KV cache by
         self.tokenizer = tokenizer
         chat.ensure_chat_template(tokenizer)
         self.stop_token_ids = frozenset(stop_token_ids if stop_token_ids is not None else chat.stop_token_ids(tokenizer))
@@ -379,7 +380,7 @@ class TorchEngine:
         if self.lean is not None:
             self.lean.refresh()  # the model may have been trained since the last call
             return _LeanForward(self.lean, total)
-        return _TransformersForward(self.model, self.cache_kind, total)
+        return _TransformersForward(self.model, self.cache_kind, total, self.cache_arg)
 
     @torch.inference_mode()
     def steps(self, prompts: Sequence[Sequence[int]], params: SamplingParams) -> Iterator[list[StepEvent]]:

@@ -32,7 +32,6 @@ from chatforge.generation import (
     IncrementalDetokenizer,
     SamplingParams,
     TorchEngine,
-    cache_argument,
     held_back,
     sample_tokens,
 )
@@ -84,7 +83,6 @@ class ContinuousBatcher:
         # reuse its stop tokens, pad id, device and forward pass
         self.engine = TorchEngine(model, tokenizer, cache="dynamic", decoder=decoder, decode_dtype=decode_dtype)
         self.lean = self.engine.lean
-        self._cache_arg = cache_argument(model)
         self.model = model
         self.tokenizer = tokenizer
         self.max_batch = max_batch
@@ -198,7 +196,7 @@ class ContinuousBatcher:
             cache = DynamicCache(config=self.model.config)
             out = self.model(
                 input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
-                **{self._cache_arg: cache},
+                **{self.engine.cache_arg: cache},
                 logits_to_keep=1,
             )
             logits = out.logits[:, -1, :]
@@ -341,7 +339,7 @@ class ContinuousBatcher:
             self._mask = torch.cat([self._mask, self._mask.new_ones((len(keep), 1))], dim=1)
             out = self.model(
                 input_ids=token_tensor[:, None], attention_mask=self._mask, position_ids=self._positions,
-                use_cache=True, **{self._cache_arg: self._cache},
+                use_cache=True, **{self.engine.cache_arg: self._cache},
             )
             self._logits = out.logits[:, -1, :]
         self._positions = self._positions + 1
