@@ -36,6 +36,7 @@ def test_default_recipe_resources_exist():
         ("comparisons:\n  k: 9\n  with_reference: true\n", "with_reference adds one response to the k=9 samples"),
         ("ppo:\n  kl_coef: -0.1\n", "'ppo.kl_coef': kl_coef must be >= 0"),
         ("rounds: -1\n", "'rounds'"),
+        ("precision: fp16\n", "'precision'"),
         ("- a\n- b\n", "a recipe is a mapping"),
     ],
 )
@@ -69,6 +70,7 @@ def test_cli_refuses_a_bad_recipe_before_any_work(tmp_path, capsys):
 TINY_RECIPE = """
 name: tiny
 base: {base}
+precision: float32
 rounds: 1
 sft: {{mix: "behaviours=1.0", mix_size: 40, max_steps: 2, batch_tokens: 512, max_seq_len: 128, eval_fraction: 0.1}}
 comparisons: {{n: 4, k: 2, max_new_tokens: 6, with_reference: true}}
@@ -121,6 +123,12 @@ def test_whole_recipe_runs_and_resumes_on_the_tiny_model(tmp_path, tiny, monkeyp
     assert 0.0 <= winrate["win_rate"] <= 1.0 and len(winrate["records"]) == 4
     # 6 new tokens cut the tiny model's babble off; the judge is told, as the training panel is
     assert any(record["policy_cut_off"] or record["baseline_cut_off"] for record in winrate["records"])
+
+    # precision: float32 reached every trainer (no bf16 autocast) and the rollout engine
+    for stage in ("sft", "round_1/reward", "round_1/ppo"):
+        info = json.loads((out / stage / "run" / "run.json").read_text())
+        assert info["bf16"] is False, stage
+    assert json.loads((out / "round_1" / "ppo" / "run" / "run.json").read_text())["config"]["decode_dtype"] == "float32"
 
     # a different recipe in the same directory is refused rather than mixed in
     other = load_recipe(write(tmp_path, TINY_RECIPE.format(base=checkpoint).replace("rounds: 1", "rounds: 2")))

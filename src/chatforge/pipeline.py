@@ -35,12 +35,12 @@ def _print(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def _engine(model_path: str, threads: int | None) -> Any:
+def _engine(model_path: str, recipe: Recipe) -> Any:
     from chatforge.generation import TorchEngine
 
-    models.set_threads(threads)
+    models.set_threads(recipe.threads)
     model, tokenizer = models.load_model(model_path)
-    return TorchEngine(model, tokenizer)
+    return TorchEngine(model, tokenizer, decode_dtype=None if recipe.decode_dtype == "auto" else recipe.decode_dtype)
 
 
 def behaviour_stage(recipe: Recipe, model_path: str) -> Callable[[Path], tuple[dict[str, str], dict[str, Any]]]:
@@ -49,7 +49,7 @@ def behaviour_stage(recipe: Recipe, model_path: str) -> Callable[[Path], tuple[d
 
         prompts = heldout_prompts(recipe.evaluation.behaviours_per_category, seed=recipe.seed)
         report = evaluate_behaviours(
-            _engine(model_path, recipe.threads),
+            _engine(model_path, recipe),
             prompts,
             model_name=model_path,
             max_new_tokens=recipe.evaluation.max_new_tokens,
@@ -85,6 +85,7 @@ def sft_stage(recipe: Recipe) -> Callable[[Path], tuple[dict[str, str], dict[str
             save_every=max(1, recipe.sft.max_steps // 3),
             resume=(stage_dir / "run").exists(),
             threads=recipe.threads,
+            bf16=recipe.trainer_bf16,
             progress=False,
         )
         result = SFTTrainer(config, model, tokenizer, conversations[held:], conversations[:held] or None).train()
@@ -115,7 +116,7 @@ def sample_stage(recipe: Recipe, policy: str, round_index: int) -> Callable[[Pat
             seed=recipe.seed + round_index,
         )
         tasks = sample_tasks(
-            _engine(policy, recipe.threads), prompts, k=recipe.comparisons.k, params=params, model_name=policy, report=report
+            _engine(policy, recipe), prompts, k=recipe.comparisons.k, params=params, model_name=policy, report=report
         )
         tasks = itertools.islice(tasks, recipe.comparisons.n)
         if recipe.comparisons.with_reference:
@@ -173,6 +174,7 @@ def reward_stage(recipe: Recipe, sft_model: str, comparison_files: list[str]) ->
             seed=recipe.seed,
             resume=(stage_dir / "run").exists(),
             threads=recipe.threads,
+            bf16=recipe.trainer_bf16,
             progress=False,
         )
         result = RewardTrainer(config, model, tokenizer, comparisons[held:], evaluation or None).train()
@@ -214,11 +216,13 @@ def ppo_stage(
             kl_target=recipe.ppo.target_kl,
             ptx_coef=recipe.ppo.ptx_coef,
             truncation_reward=recipe.ppo.truncation_reward,
+            decode_dtype=recipe.decode_dtype,
             lora=recipe.ppo.lora,
             seed=recipe.seed + round_index,
             save_every=max(1, recipe.ppo.steps // 3),
             resume=(stage_dir / "run").exists(),
             threads=recipe.threads,
+            bf16=recipe.trainer_bf16,
             progress=False,
         )
         # The reference for the KL penalty is the policy this round starts from; round 1 starts from SFT, as in
@@ -263,7 +267,7 @@ def winrate_stage(
         params = SamplingParams(max_new_tokens=recipe.evaluation.max_new_tokens, temperature=0)
         answers, cut_off = {}, {}
         for name, path in (("policy", policy), ("baseline", baseline)):
-            engine = _engine(path, recipe.threads)
+            engine = _engine(path, recipe)
             completions = engine.generate([engine.encode_chat(list(p.context)) for p in prompts], params)
             answers[name] = [c.text.strip() or "(empty)" for c in completions]
             # The judge sees what a reader sees: an answer cut off by the token limit counts against it, exactly as

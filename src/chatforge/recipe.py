@@ -121,10 +121,15 @@ class EvaluationSection(_Section):
 
 
 class Recipe(_Section):
+    """A whole run. ``trainer_bf16`` and ``decode_dtype`` translate ``precision`` for the trainers and engines."""
+
     name: str = "run"
     base: str = "smollm2-135m-instruct"
     seed: int = 0
     threads: int | None = Field(None, ge=1)
+    # One switch for the numerics of every stage: "auto" trains under bf16 autocast and samples in bf16 where the
+    # hardware does bf16 natively (and fast), "float32" does neither, "bf16" forces both.
+    precision: Literal["auto", "float32", "bf16"] = "auto"
     rounds: int = Field(2, ge=0)
     sft: SFTSection = Field(default_factory=SFTSection)
     comparisons: ComparisonsSection = Field(default_factory=ComparisonsSection)
@@ -132,6 +137,14 @@ class Recipe(_Section):
     reward: RewardSection = Field(default_factory=RewardSection)
     ppo: PPOSection = Field(default_factory=PPOSection)
     evaluation: EvaluationSection = Field(default_factory=EvaluationSection)
+
+    @property
+    def trainer_bf16(self) -> bool | Literal["auto"]:
+        return {"auto": "auto", "float32": False, "bf16": True}[self.precision]  # type: ignore[return-value]
+
+    @property
+    def decode_dtype(self) -> str:
+        return {"auto": "auto", "float32": "float32", "bf16": "bfloat16"}[self.precision]
 
 
 def _known_keys(model: type[BaseModel], path: tuple[Any, ...]) -> list[str]:

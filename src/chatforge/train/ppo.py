@@ -132,6 +132,10 @@ class PPOConfig(config_io.ConfigIO):
     bf16: bool | Literal["auto"] = field(
         default="auto", metadata={"help": "bf16 autocast of the forward passes: auto uses it where the hardware has native bf16"}
     )
+    decode_dtype: str = field(
+        default="auto",
+        metadata={"help": "dtype the rollouts are sampled in (auto: bfloat16 on CPUs with AVX512-BF16, else the model's)"},
+    )
 
     lora: bool = field(default=False, metadata={"help": "train LoRA adapters (reference = adapters disabled)"})
     lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
@@ -183,6 +187,11 @@ class PPOConfig(config_io.ConfigIO):
             out.append(f"mini_batch_size ({self.mini_batch_size}) cannot exceed batch_size ({self.batch_size})")
         if self.bf16 not in (True, False, "auto"):
             out.append(f"bf16 must be true, false or 'auto', got {self.bf16!r}")
+        if self.decode_dtype != "auto":
+            try:
+                models.parse_dtype(self.decode_dtype)
+            except ValueError as err:
+                out.append(f"decode_dtype: {err}")
         if self.resume and self.overwrite:
             out.append("resume and overwrite contradict each other: give one")
         return out
@@ -310,7 +319,8 @@ class PPOTrainer:
         from transformers import get_constant_schedule_with_warmup
 
         self.scheduler = get_constant_schedule_with_warmup(self.optimizer, config.warmup_steps)
-        self.engine = TorchEngine(self.model, tokenizer)
+        decode_dtype = None if config.decode_dtype == "auto" else config.decode_dtype
+        self.engine = TorchEngine(self.model, tokenizer, decode_dtype=decode_dtype)
         self.kl_coef = float(config.kl_coef)
         self.step = 0
         self._elapsed_before = 0.0
