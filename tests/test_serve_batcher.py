@@ -6,6 +6,7 @@ import threading
 import time
 
 import pytest
+import torch
 
 from chatforge import chat
 from chatforge.generation import SamplingParams, TorchEngine
@@ -94,3 +95,39 @@ def test_cancel_leaves_the_batch(tiny, batcher):
     while batcher.running and time.monotonic() < deadline:
         time.sleep(0.01)
     assert batcher.running == 0
+
+
+def test_a_sliding_window_model_batches_without_splicing(tiny):
+    """Sliding-window cache layers cannot take rows prefilled apart: new requests wait for the running batch to
+    finish (and are batched with each other), and every reply still equals its solo generation."""
+    from transformers import MistralConfig, MistralForCausalLM
+
+    _, tokenizer = tiny
+    config = MistralConfig(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, sliding_window=6, pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(2)
+    model = MistralForCausalLM(config).eval()
+    engine = TorchEngine(model, tokenizer)
+    assert engine.lean is None  # the lean decoder has no sliding windows
+    prompts = [chat.encode_prompt(tokenizer, [{"role": "user", "content": p}]) for p in PROMPTS[:3]]
+    greedy = SamplingParams(max_new_tokens=10, temperature=0)
+    expected = [engine.generate([p], greedy)[0] for p in prompts]
+    forward = engine.forward_pass(32)
+    ids = torch.tensor([prompts[0]])
+    forward.prefill(ids, torch.ones_like(ids), torch.arange(ids.shape[1])[None])
+    assert not forward.can_extend
+    batcher = ContinuousBatcher(model, tokenizer, max_batch=8).start()
+    try:
+        collectors = []
+        for p in prompts:
+            c = Collector()
+            batcher.submit(GenRequest(p, greedy, c))
+            collectors.append(c)
+            time.sleep(0.05)
+        for c, exp in zip(collectors, expected, strict=True):
+            assert c.done.wait(60)
+            assert c.completion.token_ids == exp.token_ids
+    finally:
+        batcher.stop()

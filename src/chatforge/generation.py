@@ -201,7 +201,11 @@ def cache_argument(model: Any) -> str:
 
 
 class _TransformersForward:
-    """Decode steps through the model's own forward pass and a transformers cache: any architecture."""
+    """Decode steps through the model's own forward pass and a transformers cache: any architecture.
+
+    Like ``_LeanForward`` it holds the running batch (left padded) and can drop rows (``select``), drop columns
+    that only padding uses (``trim``) and take in rows prefilled apart (``extend``) where ``can_extend``: a dynamic
+    cache of plain full-attention layers (a sliding-window layer, as in Gemma 3, cannot be spliced safely)."""
 
     def __init__(self, model: Any, cache_kind: str, total: int, cache_arg: str) -> None:
         from transformers import DynamicCache, StaticCache
@@ -215,36 +219,45 @@ class _TransformersForward:
             StaticCache(config=model.config, max_cache_len=total) if self.static else DynamicCache(config=model.config)
         )
         self.total = total
-        self.attention = torch.empty(0)
+        self.attention = torch.empty(0)  # [B, columns] 1 = real token (static: all total slots, `width` in use)
         self.width = 0
         self.cache_arg = cache_arg
 
-    def prefill(self, input_ids: torch.Tensor, valid: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        batch, self.width = input_ids.shape
-        self.attention = torch.zeros((batch, self.total), dtype=torch.long, device=input_ids.device)
-        self.attention[:, : self.width] = valid
+    @property
+    def can_extend(self) -> bool:
+        from transformers.cache_utils import DynamicLayer
+
+        return not self.static and all(type(layer) is DynamicLayer for layer in getattr(self.cache, "layers", [None]))
+
+    def _run(self, input_ids: torch.Tensor, positions: torch.Tensor, **kwargs: Any) -> torch.Tensor:
         out = self.model(
             input_ids=input_ids,
-            # A static cache attends over all its slots (empty ones masked out), so it takes the full-width mask.
-            attention_mask=self.attention if self.static else self.attention[:, : self.width],
+            attention_mask=self.attention,
             position_ids=positions,
             use_cache=True,
-            logits_to_keep=1,  # only the last position's logits: a large-vocabulary head is costly at prefill
             **{self.cache_arg: self.cache},
+            **kwargs,
         )
         return out.logits[:, -1, :]
 
+    def prefill(self, input_ids: torch.Tensor, valid: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        batch, self.width = input_ids.shape
+        if self.static:
+            # A static cache attends over all its slots (empty ones masked out), so it takes the full-width mask.
+            self.attention = torch.zeros((batch, self.total), dtype=torch.long, device=input_ids.device)
+            self.attention[:, : self.width] = valid
+        else:
+            self.attention = valid.long()
+        # only the last position's logits: a large-vocabulary head is costly at prefill
+        return self._run(input_ids, positions, logits_to_keep=1)
+
     def decode(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        self.attention[:, self.width] = 1
+        if self.static:
+            self.attention[:, self.width] = 1
+        else:
+            self.attention = torch.cat([self.attention, self.attention.new_ones((len(tokens), 1))], dim=1)
         self.width += 1
-        out = self.model(
-            input_ids=tokens[:, None],
-            attention_mask=self.attention if self.static else self.attention[:, : self.width],
-            position_ids=positions,
-            use_cache=True,
-            **{self.cache_arg: self.cache},
-        )
-        return out.logits[:, -1, :]
+        return self._run(tokens[:, None], positions)
 
     def wants_compaction(self, live: int, rows: int) -> bool:
         return live < rows  # the model's forward has no notion of idle rows: drop them at once
@@ -256,9 +269,43 @@ class _TransformersForward:
             self.cache.batch_select_indices(kept)
         self.attention = self.attention[kept]
 
+    def trim(self) -> None:
+        if not self.can_extend:
+            return
+        used = self.attention.any(dim=0).nonzero()
+        first = int(used[0]) if len(used) else 0
+        if first > 0:
+            self.attention = self.attention[:, first:]
+            self.width -= first
+            for layer in self.cache.layers:
+                layer.keys = layer.keys[:, :, first:, :]
+                layer.values = layer.values[:, :, first:, :]
+
+    def extend(self, other: _TransformersForward) -> None:
+        """Append ``other``'s rows, right-aligned with ours (the shorter side padded on the left, masked out)."""
+        if not (self.can_extend and other.can_extend):
+            raise ValueError("this cache cannot take rows in (static, or not plain full-attention layers)")
+        width = max(self.width, other.width)
+
+        def pad(t: torch.Tensor, dim: int, by: int) -> torch.Tensor:
+            if by == 0:
+                return t
+            shape = list(t.shape)
+            shape[dim] = by
+            return torch.cat([t.new_zeros(shape), t], dim=dim)
+
+        for mine, theirs in zip(self.cache.layers, other.cache.layers, strict=True):
+            for name in ("keys", "values"):
+                joined = [pad(getattr(mine, name), -2, width - self.width), pad(getattr(theirs, name), -2, width - other.width)]
+                setattr(mine, name, torch.cat(joined))
+        self.attention = torch.cat([pad(self.attention, 1, width - self.width), pad(other.attention, 1, width - other.width)])
+        self.width = width
+
 
 class _LeanForward:
     """Decode steps through ``chatforge.decoder.LeanDecoder`` (fused, prepacked, in-place KV cache)."""
+
+    can_extend = True
 
     def __init__(self, decoder: LeanDecoder, total: int) -> None:
         self.decoder = decoder
@@ -281,6 +328,17 @@ class _LeanForward:
     def select(self, kept: torch.Tensor) -> None:
         assert self.cache is not None
         self.cache.select(kept)
+
+    def trim(self) -> None:
+        assert self.cache is not None
+        self.cache.trim()
+
+    def extend(self, other: _LeanForward) -> None:
+        assert self.cache is not None and other.cache is not None
+        self.cache.extend(other.cache)
+
+
+ForwardPass = _TransformersForward | _LeanForward
 
 
 DecoderChoice = Literal["auto", "lean", "transformers"]
@@ -376,7 +434,9 @@ class TorchEngine:
     def chat(self, conversations: Sequence[chat.Conversation | Sequence[Any]], params: SamplingParams) -> list[Completion]:
         return self.generate([self.encode_chat(c) for c in conversations], params)
 
-    def _forward(self, total: int) -> _TransformersForward | _LeanForward:
+    def forward_pass(self, total: int) -> ForwardPass:
+        """A fresh decode state on this engine's forward pass, for prompts plus new tokens of ``total`` columns
+        (a capacity hint; the lean cache grows past it)."""
         if self.lean is not None:
             self.lean.refresh()  # the model may have been trained since the last call
             return _LeanForward(self.lean, total)
@@ -408,7 +468,7 @@ class TorchEngine:
         positions = (valid.cumsum(-1) - 1).clamp(min=0)
         input_ids, valid, positions = (t.to(self.device) for t in (input_ids, valid, positions))
 
-        forward = self._forward(width + params.max_new_tokens)
+        forward = self.forward_pass(width + params.max_new_tokens)
         logits = forward.prefill(input_ids, valid, positions)
         next_positions = positions[:, -1:] + 1
         batch_rows: list[int | None] = list(range(len(prompts)))  # request index of each batch row (None: idle)

@@ -4,9 +4,10 @@
 module keeps the batch's KV cache (left padded) between steps and, before each step, prefills the requests that
 arrived meanwhile and splices their cache rows into the running one (padding the shorter side on the left, masked
 out). Finished and cancelled rows leave at once, and columns that only padding still uses are trimmed, so the
-cache stays as narrow as the longest running request. The forward pass is the engine's: the lean decoder and its
-``KVCache`` (``extend``/``select``/``trim``) where the model is supported, else the model's own forward with a
-transformers ``DynamicCache``. Each request has its own
+cache stays as narrow as the longest running request. The forward pass is the engine's (``TorchEngine.forward_pass``:
+the lean decoder and its ``KVCache`` where the model is supported, else the model's own forward with a
+transformers ``DynamicCache``); either holds the running batch and does the ``extend``/``select``/``trim``.
+Each request has its own
 ``SamplingParams`` (rows with equal temperature/top-p/top-k are sampled together; a seeded request has its own
 generator). Sampling and detokenization reuse ``chatforge.generation`` (sample_tokens, IncrementalDetokenizer).
 
@@ -29,6 +30,7 @@ import torch
 from chatforge.generation import (
     Completion,
     DecoderChoice,
+    ForwardPass,
     IncrementalDetokenizer,
     SamplingParams,
     TorchEngine,
@@ -62,12 +64,6 @@ class GenRequest:
         self.cancelled.set()
 
 
-def _plain_layers(cache: Any) -> bool:
-    from transformers.cache_utils import DynamicLayer
-
-    return all(type(layer) is DynamicLayer for layer in getattr(cache, "layers", [None]))
-
-
 class ContinuousBatcher:
     """``submit(request)`` from any thread; replies are produced by one background decode loop."""
 
@@ -82,7 +78,6 @@ class ContinuousBatcher:
     ) -> None:
         # reuse its stop tokens, pad id, device and forward pass
         self.engine = TorchEngine(model, tokenizer, cache="dynamic", decoder=decoder, decode_dtype=decode_dtype)
-        self.lean = self.engine.lean
         self.model = model
         self.tokenizer = tokenizer
         self.max_batch = max_batch
@@ -90,11 +85,11 @@ class ContinuousBatcher:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._splice_ok: bool | None = True if self.lean is not None else None  # else learnt at the first prefill
+        # whether rows prefilled apart can join the running batch; learnt at the first prefill
+        self._can_extend: bool | None = None
         # running batch
         self._rows: list[GenRequest] = []
-        self._cache: Any = None
-        self._mask: torch.Tensor | None = None  # [B, T] 1 = real token (transformers path; KVCache keeps its own)
+        self._forward: ForwardPass | None = None  # its KV cache and padding
         self._positions: torch.Tensor | None = None  # [B, 1] position of the next token
         self._logits: torch.Tensor | None = None  # [B, V] next-token logits
         self.steps_run = 0
@@ -149,11 +144,11 @@ class ContinuousBatcher:
             self._queue.get_nowait().on_error(RuntimeError("server shutting down"))
 
     def _reset(self) -> None:
-        self._rows, self._cache, self._mask, self._positions, self._logits = [], None, None, None, None
+        self._rows, self._forward, self._positions, self._logits = [], None, None, None
 
     def _take_new(self) -> list[GenRequest]:
         room = self.max_batch - len(self._rows)
-        if room <= 0 or (self._rows and self._splice_ok is False):
+        if room <= 0 or (self._rows and self._can_extend is False):
             return []
         new: list[GenRequest] = []
         while len(new) < room:
@@ -186,56 +181,20 @@ class ContinuousBatcher:
             mask[i, width - len(r.prompt_ids) :] = 1
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         ids, mask, positions = ids.to(device), mask.to(device), positions.to(device)
-        if self.lean is not None:
-            self.lean.refresh()
-            cache: Any = self.lean.new_cache(len(new), width + 64)
-            logits = self.lean.forward(ids, positions, cache, mask.bool())
-        else:
-            from transformers import DynamicCache
-
-            cache = DynamicCache(config=self.model.config)
-            out = self.model(
-                input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
-                **{self.engine.cache_arg: cache},
-                logits_to_keep=1,
-            )
-            logits = out.logits[:, -1, :]
-            if self._splice_ok is None:
-                self._splice_ok = _plain_layers(cache)
+        forward = self.engine.forward_pass(width + 64)
+        logits = forward.prefill(ids, mask, positions)
+        if self._can_extend is None:
+            self._can_extend = forward.can_extend
         next_pos = positions[:, -1:] + 1
         if not self._rows:
-            self._rows, self._cache, self._mask, self._positions, self._logits = new, cache, mask, next_pos, logits
-        elif self.lean is not None:
-            assert self._positions is not None and self._logits is not None
-            self._cache.extend(cache)
+            self._rows, self._forward, self._positions, self._logits = new, forward, next_pos, logits
+        else:
+            assert self._forward is not None and self._positions is not None and self._logits is not None
+            self._forward.extend(forward)  # type: ignore[arg-type]  # both come from this engine
             self._positions = torch.cat([self._positions, next_pos])
             self._logits = torch.cat([self._logits, logits])
             self._rows = self._rows + new
-        else:
-            self._splice(new, cache, mask, next_pos, logits)
         self.max_batch_seen = max(self.max_batch_seen, len(self._rows))
-
-    def _splice(self, new: list[GenRequest], cache: Any, mask: torch.Tensor, pos: torch.Tensor, logits: torch.Tensor) -> None:
-        assert self._mask is not None and self._positions is not None and self._logits is not None
-        old_t, new_t = self._mask.shape[1], mask.shape[1]
-        width = max(old_t, new_t)
-
-        def pad(t: torch.Tensor, dim: int, by: int) -> torch.Tensor:
-            if by == 0:
-                return t
-            shape = list(t.shape)
-            shape[dim] = by
-            return torch.cat([t.new_zeros(shape), t], dim=dim)
-
-        for old_layer, new_layer in zip(self._cache.layers, cache.layers, strict=True):
-            old_layer.keys = torch.cat([pad(old_layer.keys, -2, width - old_t), pad(new_layer.keys, -2, width - new_t)])
-            old_layer.values = torch.cat(
-                [pad(old_layer.values, -2, width - old_t), pad(new_layer.values, -2, width - new_t)]
-            )
-        self._mask = torch.cat([pad(self._mask, 1, width - old_t), pad(mask, 1, width - new_t)])
-        self._positions = torch.cat([self._positions, pos])
-        self._logits = torch.cat([self._logits, logits])
-        self._rows = self._rows + new
 
     def _sample(self) -> list[int]:
         assert self._logits is not None
@@ -311,37 +270,14 @@ class ContinuousBatcher:
             return
         device = self.engine.device
         token_tensor = torch.tensor([tokens[b] for b in keep], dtype=torch.long, device=device)
-        assert self._positions is not None
+        assert self._positions is not None and self._forward is not None
         if len(keep) < len(self._rows):
             kept = torch.tensor(keep, device=device)
             self._positions = self._positions[kept]
             self._rows = [self._rows[b] for b in keep]
-            if self.lean is not None:
-                self._cache.select(kept)
-                self._cache.trim()
-            else:
-                assert self._mask is not None
-                self._cache.batch_select_indices(kept)
-                self._mask = self._mask[kept]
-                # Columns that are padding for every remaining row are dead weight: trim them.
-                if self._splice_ok:
-                    used = self._mask.any(dim=0).nonzero()
-                    first = int(used[0]) if len(used) else 0
-                    if first > 0:
-                        self._mask = self._mask[:, first:]
-                        for layer in self._cache.layers:
-                            layer.keys = layer.keys[:, :, first:, :]
-                            layer.values = layer.values[:, :, first:, :]
-        if self.lean is not None:
-            self._logits = self.lean.forward(token_tensor[:, None], self._positions, self._cache)
-        else:
-            assert self._mask is not None
-            self._mask = torch.cat([self._mask, self._mask.new_ones((len(keep), 1))], dim=1)
-            out = self.model(
-                input_ids=token_tensor[:, None], attention_mask=self._mask, position_ids=self._positions,
-                use_cache=True, **{self.engine.cache_arg: self._cache},
-            )
-            self._logits = out.logits[:, -1, :]
+            self._forward.select(kept)
+            self._forward.trim()  # columns that are padding for every remaining row are dead weight
+        self._logits = self._forward.decode(token_tensor, self._positions)
         self._positions = self._positions + 1
 
 
