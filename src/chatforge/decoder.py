@@ -172,8 +172,10 @@ class KVCache:
 class _Linear:
     """``x @ weight.T + bias`` with the weight prepacked for oneDNN on CPUs (torch's mkldnn linear, the kernel
     torch.compile's CPU backend uses for frozen weights): packing once spares each call re-laying out the weight,
-    which measured about 2x faster at decode shapes (1-32 rows) in float32 and bfloat16 alike. Elsewhere (GPUs, a
-    torch without mkldnn) it is ``F.linear``."""
+    which measured about 2x faster at decode shapes (1-32 rows) in float32 and bfloat16 alike. oneDNN also adds a
+    second tensor to the output in the same call, which spares a decode step two small operations a block (the
+    residual add and a dtype cast). Elsewhere (GPUs, a torch without mkldnn) it is
+    ``F.linear`` followed by the same op."""
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, *, rows_hint: int = 16) -> None:
         self.weight, self.bias, self.packed = weight, bias, None
@@ -184,6 +186,12 @@ class _Linear:
         if self.packed is not None:
             return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
         return F.linear(x, self.weight, self.bias)
+
+    def plus(self, x: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+        """``(x @ weight.T + bias) + other``: a projection added to the residual stream in one call."""
+        if self.packed is not None:
+            return torch.ops.mkldnn._linear_pointwise.binary(x, other, self.packed, self.bias, "add")
+        return F.linear(x, self.weight, self.bias) + other
 
 
 _MKLDNN_OK: dict[torch.dtype, bool] = {}
@@ -197,8 +205,13 @@ def _mkldnn_linear_ok(dtype: torch.dtype) -> bool:
             if torch.backends.mkldnn.is_available() and dtype in (torch.float32, torch.bfloat16):
                 weight, x = torch.randn(8, 16).to(dtype), torch.randn(3, 16).to(dtype)
                 packed = torch.ops.mkldnn._reorder_linear_weight(weight, 16)
-                got = torch.ops.mkldnn._linear_pointwise(x, packed, None, "none", [], "")
-                ok = bool(torch.allclose(got.float(), F.linear(x, weight).float(), atol=1e-2, rtol=1e-2))
+                ops, want = torch.ops.mkldnn, F.linear(x, weight).float()
+                other = torch.randn(3, 8).to(dtype)
+                got = [
+                    (ops._linear_pointwise(x, packed, None, "none", [], ""), want),
+                    (ops._linear_pointwise.binary(x, other, packed, None, "add"), want + other.float()),
+                ]
+                ok = all(torch.allclose(a.float(), b, atol=5e-2, rtol=2e-2) for a, b in got)
         except (RuntimeError, AttributeError):
             ok = False
         _MKLDNN_OK[dtype] = ok
@@ -208,7 +221,7 @@ def _mkldnn_linear_ok(dtype: torch.dtype) -> bool:
 @dataclass
 class _Layer:
     input_norm: torch.Tensor
-    qkv: _Linear
+    qkv: _Linear  # queries pre-scaled by 1/sqrt(head_dim)
     o: _Linear
     post_norm: torch.Tensor
     gate_up: _Linear
@@ -278,13 +291,24 @@ class LeanDecoder:
         inner = base_model(self.model)
         dt = self.dtype
 
-        def fused(*linears: Any) -> _Linear:
-            """One matmul for several projections of the same input: their weights stacked by output row."""
+        def fused(*linears: Any, scales: tuple[float, ...] | None = None) -> _Linear:
+            """One matmul for several projections of the same input: their weights stacked by output row, each
+            multiplied by its scale. Each part is converted straight into its rows of one buffer (PPO repacks
+            every step: a float32 concatenation first took most of the 0.5 s a repack cost for 135M)."""
             pairs = [_effective(lin) for lin in linears]
-            weight = torch.cat([w.detach() for w, _ in pairs]).to(dt).contiguous()
+            factors = scales or (1.0,) * len(pairs)
+            rows = sum(w.shape[0] for w, _ in pairs)
+            weight = torch.empty((rows, pairs[0][0].shape[1]), dtype=dt, device=pairs[0][0].device)
             bias = None
             if any(b is not None for _, b in pairs):
-                bias = torch.cat([b.detach() if b is not None else w.new_zeros(w.shape[0]) for w, b in pairs]).to(dt)
+                bias = torch.zeros(rows, dtype=dt, device=weight.device)
+            start = 0
+            for (w, b), factor in zip(pairs, factors, strict=True):
+                part = slice(start, start + w.shape[0])
+                weight[part].copy_(w.detach() if factor == 1.0 else w.detach() * factor)
+                if b is not None and bias is not None:
+                    bias[part].copy_(b.detach() * factor)
+                start = part.stop
             return _Linear(weight, bias)
 
         layers = []
@@ -292,17 +316,18 @@ class LeanDecoder:
             attn, mlp = layer.self_attn, layer.mlp
             layers.append(
                 _Layer(
-                    input_norm=layer.input_layernorm.weight.detach().float(),
-                    qkv=fused(attn.q_proj, attn.k_proj, attn.v_proj),
+                    input_norm=layer.input_layernorm.weight.detach().to(dt),
+                    # Scaling the queries here (RoPE is linear, so it commutes) spares attention a multiply.
+                    qkv=fused(attn.q_proj, attn.k_proj, attn.v_proj, scales=(self.scale, 1.0, 1.0)),
                     o=fused(attn.o_proj),
-                    post_norm=layer.post_attention_layernorm.weight.detach().float(),
+                    post_norm=layer.post_attention_layernorm.weight.detach().to(dt),
                     gate_up=fused(mlp.gate_proj, mlp.up_proj),
                     down=fused(mlp.down_proj),
                 )
             )
         self._layers = layers
         self._embed = _effective(inner.model.embed_tokens)[0].detach()
-        self._norm = inner.model.norm.weight.detach().float()
+        self._norm = inner.model.norm.weight.detach().to(dt)
         self._head = fused(inner.lm_head)
 
     # ---- forward ------------------------------------------------------------------------------------------------
@@ -312,7 +337,7 @@ class LeanDecoder:
                        self.dtype, self.device)
 
     def _rms(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        # One fused kernel for transformers' weight * (x * rsqrt(mean(x^2) + eps)), in float32 as it does.
+        # One fused kernel for transformers' weight * (x * rsqrt(mean(x^2) + eps)); it accumulates in float32.
         return F.rms_norm(x, weight.shape, weight, self.eps)
 
     @torch.inference_mode()
@@ -332,13 +357,24 @@ class LeanDecoder:
         cache.valid[:, start:stop] = True if valid is None else valid
         cache.end = stop
         inner = base_model(self.model)
-        x = F.embedding(input_ids, self._embed).float()
-        cos, sin = inner.model.rotary_emb(x, positions)  # [B, T, D] float32, the model's own RoPE variant
-        cos, sin = cos[:, None].to(dt), sin[:, None].to(dt)
+        # The residual stream is in the decode dtype, as in a model loaded in that dtype: that lets oneDNN add each
+        # block's output projection to it inside the matmul call.
+        x = F.embedding(input_ids, self._embed).to(dt)
+        cos, sin = inner.model.rotary_emb(x, positions)  # [B, T, D], the model's own RoPE variant
+        # rotate_half(q) * sin == q.roll(half) * sin', where sin' is sin with its first half negated: RoPE is then
+        # three ops (mul, roll, addcmul) instead of six.
+        half = self.head_dim // 2
+        cos, sin = cos[:, None].to(dt), torch.cat((-sin[..., :half], sin[..., half:]), dim=-1)[:, None].to(dt)
         keys_valid = cache.valid[:, cache.begin : stop]
+        h, kv, d = self.heads, self.kv_heads, self.head_dim
+        group = h // kv
+        q_size, kv_size = h * d, kv * d
         if length == 1:
-            mask = torch.zeros(keys_valid.shape, dtype=torch.float32, device=x.device)
-            mask = mask.masked_fill_(~keys_valid, float("-inf"))[:, None, None, :]  # [B, 1, 1, S]
+            # Decode attention is two batched matmuls over (row, key head): the query heads of a group share a key
+            # head, so queries are [B*kv, group, D] against keys [B*kv, S, D]. The padding mask enters as the
+            # matmul's addend ([B*kv, 1, S], built once for all layers).
+            mask = torch.zeros(keys_valid.shape, dtype=dt, device=x.device).masked_fill_(~keys_valid, float("-inf"))
+            mask = mask[:, None, None, :].expand(batch, kv, 1, -1).reshape(batch * kv, 1, -1)
         else:
             # Causal within the new block, all earlier valid columns before it; every query may see itself, so a
             # padding row never has an empty softmax (its output is never used).
@@ -348,15 +384,12 @@ class LeanDecoder:
             causal = cols[None, :] <= rows[:, None]  # [T, S]
             mask4 = (causal[None] & keys_valid[:, None, :]) | (cols[None, None, :] == rows[None, :, None])
             mask = mask4[:, None]  # [B, 1, T, S] bool
-        h, kv, d = self.heads, self.kv_heads, self.head_dim
-        group = h // kv
-        q_size, kv_size = h * d, kv * d
         for i, layer in enumerate(self._layers):
-            y = self._rms(x, layer.input_norm).to(dt)
+            y = self._rms(x, layer.input_norm)
             qkv = layer.qkv(y)
-            # RoPE on the queries and keys at once (they are adjacent in the fused output): fewer small ops.
+            # RoPE on the queries and keys at once (they are adjacent in the fused output).
             qk = qkv[..., : q_size + kv_size].view(batch, length, h + kv, d).transpose(1, 2)
-            qk = qk * cos + _rotate_half(qk) * sin
+            qk = torch.addcmul(qk * cos, qk.roll(half, -1), sin)
             q, k = qk[:, :h], qk[:, h:]
             v = qkv[..., q_size + kv_size :].view(batch, length, kv, d).transpose(1, 2)
             cache.keys[i][:, :, start:stop] = k
@@ -364,27 +397,23 @@ class LeanDecoder:
             keys = cache.keys[i][:, :, cache.begin : stop]
             values = cache.values[i][:, :, cache.begin : stop]
             if length == 1:
-                # One query per head, and the query heads of a group share a key head: [B, kv, group, D] against
-                # [B, kv, S, D]. Two small matmuls beat torch's CPU attention kernels for a single query (measured:
-                # the flash kernel took ~200 us a layer at batch 1, these ~40 us).
-                scores = torch.matmul(q.reshape(batch, kv, group, d), keys.transpose(-1, -2)).float() * self.scale
-                out = torch.matmul(torch.softmax(scores + mask, dim=-1).to(dt), values).reshape(batch, length, q_size)
+                # torch's CPU attention kernels are slow for a single query (the flash kernel measured ~200 us a
+                # layer at batch 1); bmm on these views copies nothing (matmul on 4-d views cloned the keys).
+                keys3, values3 = keys.reshape(batch * kv, -1, d), values.reshape(batch * kv, -1, d)
+                scores = torch.baddbmm(mask, q.reshape(batch * kv, group, d), keys3.transpose(1, 2))
+                out = torch.bmm(torch.softmax(scores, dim=-1), values3).view(batch, 1, q_size)
             else:
-                out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=self.scale,
-                                                     enable_gqa=group > 1)
+                # the queries carry the 1/sqrt(head_dim) scale already
+                out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=1.0, enable_gqa=group > 1)
                 out = out.transpose(1, 2).reshape(batch, length, q_size)
-            x = x + layer.o(out).float()
-            y = self._rms(x, layer.post_norm).to(dt)
+            x = layer.o.plus(out, x)
+            y = self._rms(x, layer.post_norm)
+            # (oneDNN could fuse silu and the product into two half-size matmuls, but a matmul call costs more)
             gate, up = layer.gate_up(y).chunk(2, dim=-1)
-            x = x + layer.down(F.silu(gate) * up).float()
-        last = self._rms(x[:, -1], self._norm).to(dt)
+            x = layer.down.plus(F.silu(gate) * up, x)
+        last = self._rms(x[:, -1], self._norm)
         assert self._head is not None
         return self._head(last).float()
-
-
-def _rotate_half(x: torch.Tensor) -> torch.Tensor:
-    half = x.shape[-1] // 2
-    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
 
 
 __all__ = ["KVCache", "LeanDecoder", "base_model", "default_decode_dtype", "unsupported_reason"]
