@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 
 import pytest
@@ -54,11 +55,34 @@ def test_lora_reference_is_the_initial_policy(tmp_path):
                 p.normal_(0, 0.5)
     rolls = rollout.generate(trainer.engine, trainer.step_contexts(0), SamplingParams(max_new_tokens=6, temperature=1.0, seed=0))
     packed = trainer._pack(rolls)
-    reference = trainer.reference_logprobs(packed)
+    reference = trainer.reference_logprobs(rolls)
     with torch.no_grad():
         expected = rollout.sequence_forward(initial, packed, with_entropy=False).logprobs
         policy = rollout.sequence_forward(trainer.model, packed, with_entropy=False).logprobs
     torch.testing.assert_close(reference, expected, atol=1e-5, rtol=0)
+    assert (policy - expected).abs().max() > 1e-2
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_full_finetuning_reference_through_the_lean_decoder_is_the_initial_policy(tmp_path, temperature):
+    """Without LoRA the frozen copy is the reference, run through the lean decoder in float32: its log-probs must
+    be the initial model's own (at the sampling temperature), whatever the policy has become, for rollouts of
+    different lengths (left padded together)."""
+    model, tokenizer = models.build_tiny(seed=0)
+    initial = copy.deepcopy(model)
+    trainer = PPOTrainer(config(tmp_path, temperature=temperature), model, tokenizer, says_yes, PROMPTS)
+    assert trainer._reference_decoder is not None
+    with torch.no_grad():
+        for p in trainer.model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    rolls = rollout.generate(trainer.engine, trainer.step_contexts(0), SamplingParams(max_new_tokens=8, temperature=1.0, seed=1))
+    rolls[0] = dataclasses.replace(rolls[0], response_ids=rolls[0].response_ids[:3])  # a shorter one, left padded
+    assert len({len(r.prompt_ids) + len(r.response_ids) for r in rolls}) > 1
+    packed = trainer._pack(rolls)
+    with torch.no_grad():
+        expected = rollout.sequence_forward(initial, packed, temperature=temperature, with_entropy=False).logprobs
+        policy = rollout.sequence_forward(trainer.model, packed, temperature=temperature, with_entropy=False).logprobs
+    torch.testing.assert_close(trainer.reference_logprobs(rolls), expected, atol=1e-4, rtol=0)
     assert (policy - expected).abs().max() > 1e-2
 
 

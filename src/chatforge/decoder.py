@@ -346,6 +346,26 @@ class LeanDecoder:
         """Run ``input_ids`` [B, T] (at RoPE ``positions`` [B, T]) after what ``cache`` holds, append their keys and
         values, and return the next-token logits of the last column [B, vocab] in float32. ``valid`` [B, T] marks
         real tokens (False = left padding); by default all are real."""
+        x = self._blocks(input_ids, positions, cache, valid)
+        return self.logits(self._rms(x[:, -1], self._norm))
+
+    @torch.inference_mode()
+    def hidden_states(self, input_ids: torch.Tensor, positions: torch.Tensor, valid: torch.Tensor | None = None
+                      ) -> torch.Tensor:
+        """Final (normed) hidden states [B, T, hidden] of left-padded sequences, in the decode dtype: a no-grad
+        forward pass over whole sequences (PPO's reference log-probs) that keeps no cache."""
+        cache = self.new_cache(input_ids.shape[0], input_ids.shape[1])
+        return self._rms(self._blocks(input_ids, positions, cache, valid), self._norm)
+
+    @torch.inference_mode()
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The output head on final hidden states, in float32."""
+        assert self._head is not None
+        return self._head(hidden.to(self.dtype)).float()
+
+    def _blocks(self, input_ids: torch.Tensor, positions: torch.Tensor, cache: KVCache,
+                valid: torch.Tensor | None) -> torch.Tensor:
+        """The residual stream after the last block (before the final norm); appends to ``cache``."""
         if self._fingerprint is None:
             self.refresh()
         batch, length = input_ids.shape
@@ -411,9 +431,7 @@ class LeanDecoder:
             # (oneDNN could fuse silu and the product into two half-size matmuls, but a matmul call costs more)
             gate, up = layer.gate_up(y).chunk(2, dim=-1)
             x = layer.down.plus(F.silu(gate) * up, x)
-        last = self._rms(x[:, -1], self._norm)
-        assert self._head is not None
-        return self._head(last).float()
+        return x
 
 
 __all__ = ["KVCache", "LeanDecoder", "base_model", "default_decode_dtype", "unsupported_reason"]

@@ -56,6 +56,7 @@ from pydantic import ConfigDict
 from torch import nn
 
 from chatforge import chat, models
+from chatforge.decoder import LeanDecoder, unsupported_reason
 from chatforge.generation import SamplingParams, TorchEngine
 from chatforge.train import common, losses, packing, rollout, token_loss
 from chatforge.train import config as config_io
@@ -311,6 +312,12 @@ class PPOTrainer:
         nn.init.zeros_(self.value_head.bias)
         self.trainable = [p for p in policy.parameters() if p.requires_grad] + list(self.value_head.parameters())
         self.bf16 = common.bf16_supported(self.device) if config.bf16 == "auto" else bool(config.bf16)
+        # Full fine-tuning without autocast on a CPU: the frozen reference runs through the lean decoder, packed once
+        # (its no-grad prefill measured 1.7x faster than the model's own forward at 8 x 94 tokens; float32 logits
+        # agree to ~1e-5). Under autocast the reference keeps the policy's numerics: the model's forward.
+        self._reference_decoder: LeanDecoder | None = None
+        if self.reference is not None and not self.bf16 and self.device.type == "cpu" and unsupported_reason(self.reference) is None:
+            self._reference_decoder = LeanDecoder(self.reference, dtype=next(self.reference.parameters()).dtype)
         self._module = _PolicyValue(
             self.model, self.value_head, config.temperature, torch.bfloat16 if self.bf16 else None,
             entropy_grad=config.entropy_coef != 0,
@@ -362,14 +369,43 @@ class PPOTrainer:
         return self.model.disable_adapter() if self.reference is None else contextlib.nullcontext()
 
     @torch.no_grad()
-    def reference_logprobs(self, packed: rollout.Packed) -> torch.Tensor:
-        """Log-probs of the response tokens under the reference (initial) policy."""
+    def reference_logprobs(self, rollouts: Sequence[rollout.Rollout]) -> torch.Tensor:
+        """Log-probs of the response tokens of ``rollouts`` (flat, rollout after rollout) under the reference
+        (initial) policy, ``forward_batch_size`` sequences a forward pass."""
+        size = self.config.forward_batch_size
+        chunks = [rollouts[i : i + size] for i in range(0, len(rollouts), size)]
+        if self._reference_decoder is not None:
+            return torch.cat([self._lean_reference_logprobs(self._reference_decoder, chunk) for chunk in chunks])
+        out = []
         with self._reference_context(), self._autocast():
             model = self.model if self.reference is None else self.reference
-            return rollout.sequence_forward(
-                model, packed, temperature=self.config.temperature, with_entropy=False,
-                compute_dtype=self._module.compute_dtype,
-            ).logprobs.float()
+            for chunk in chunks:
+                out.append(rollout.sequence_forward(
+                    model, self._pack(chunk), temperature=self.config.temperature, with_entropy=False,
+                    compute_dtype=self._module.compute_dtype,
+                ).logprobs.float())
+        return torch.cat(out)
+
+    def _lean_reference_logprobs(self, decoder: LeanDecoder, chunk: Sequence[rollout.Rollout]) -> torch.Tensor:
+        sequences = [r.prompt_ids + r.response_ids for r in chunk]
+        width = max(len(seq) for seq in sequences)
+        ids = torch.full((len(chunk), width), self._pad_id, dtype=torch.long)
+        valid = torch.zeros((len(chunk), width), dtype=torch.bool)
+        rows: list[int] = []
+        cols: list[int] = []
+        for i, (seq, r) in enumerate(zip(sequences, chunk, strict=True)):
+            ids[i, width - len(seq) :] = torch.tensor(seq, dtype=torch.long)
+            valid[i, width - len(seq) :] = True
+            first = width - len(seq) + len(r.prompt_ids)  # column of the first response token
+            rows += [i] * len(r.response_ids)
+            cols += range(first - 1, first - 1 + len(r.response_ids))  # each predicted by the column before it
+        positions = (valid.long().cumsum(-1) - 1).clamp(min=0)
+        hidden = decoder.hidden_states(ids, positions, valid)
+        logits = decoder.logits(hidden[rows, cols])
+        if self.config.temperature != 1.0:
+            logits = logits / self.config.temperature
+        targets = torch.tensor([t for r in chunk for t in r.response_ids], dtype=torch.long)
+        return torch.log_softmax(logits, dim=-1).gather(-1, targets[:, None])[:, 0]
 
     def _pack(self, rollouts: Sequence[rollout.Rollout]) -> rollout.Packed:
         return rollout.pack([(r.prompt_ids + r.response_ids, len(r.prompt_ids)) for r in rollouts], self._pad_id, self.device)
@@ -414,15 +450,14 @@ class PPOTrainer:
                     packed = self._pack(rollouts[start : start + config.forward_batch_size])
                     with self._autocast():
                         forwards.append((packed, self._module(packed)))
-        old_lp, ref_lp, values, entropy = [], [], [], []
+        old_lp, values, entropy = [], [], []
         for packed, (lp, ent, val, _) in forwards:
-            ref = self.reference_logprobs(packed)
             for a, b in packed.spans:
                 old_lp.append(lp[a:b].detach().float())
                 entropy.append(ent[a:b].detach().float())
                 values.append(val[a:b].detach().float())
-                ref_lp.append(ref[a:b])
         lengths = [len(r.response_ids) for r in rollouts]
+        ref_lp = list(self.reference_logprobs(rollouts).split(lengths))
         pad = lambda xs: rollout.padded(torch.cat([x[None] if x.ndim == 0 else x for x in xs]), _cumulative(lengths))  # noqa: E731
         mask = rollout.response_mask(lengths)
         old_logprobs, ref_logprobs, old_values, entropies = pad(old_lp), pad(ref_lp), pad(values), pad(entropy)
