@@ -360,6 +360,34 @@ def test_lora_trains_adapters_and_the_head(base_rm, tmp_path):
     torch.testing.assert_close(merged["model.embed_tokens.weight"], before["model.embed_tokens.weight"])
 
 
+@pytest.mark.parametrize("lora", [False, True])
+def test_packed_training_scores_equal_the_models_own_forward(base_rm, tmp_path, lora):
+    """The trainer scores a micro-batch's responses packed without padding; each must equal what the model's own
+    (padded) forward gives that sequence alone, with responses of very different lengths and with LoRA."""
+    model, tokenizer = base_rm
+    comparisons = toy_comparisons(6, seed=7)
+    long = " ".join(["tell me more about the weather today"] * 12)
+    comparisons[0] = Comparison(comparisons[0].id, comparisons[0].context,
+                                [*comparisons[0].responses[:3], Response(long, "toy-sampler")], comparisons[0].ranks)
+    trainer = RewardTrainer(config(tmp_path, "packed", lora=lora, lora_r=4, plots=False), copy.deepcopy(model),
+                            tokenizer, comparisons)
+    if lora:
+        with torch.no_grad():
+            for name, p in trainer.model.named_parameters():
+                if "lora_B" in name:
+                    p.normal_(0, 0.5)
+    trainer.model.eval()
+    batch = reward._collate(trainer.train_encoded, range(len(trainer.train_encoded)), trainer.pad_id, trainer.device)
+    sequences = [seq for item in trainer.train_encoded for seq in item.sequences]
+    assert max(map(len, sequences)) > 2 * min(map(len, sequences))  # a demonstration among short samples
+    assert batch.input_ids.numel() < len(sequences) * max(map(len, sequences))  # packed: less than padded
+    with torch.no_grad():
+        packed = batch.scores(reward._PackedScores(trainer.model))
+        alone = torch.cat([reward._scores(trainer.model, torch.tensor([seq]), torch.ones(1, len(seq), dtype=torch.long))
+                           for seq in sequences])
+    torch.testing.assert_close(packed, alone, atol=1e-5, rtol=1e-5)
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Configuration and data
 # ----------------------------------------------------------------------------------------------------------------

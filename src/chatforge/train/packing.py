@@ -191,32 +191,46 @@ class PackedBatch:
         )
 
 
+def lay_out(
+    sequences: Sequence[Sequence[int]], rows: Sequence[Sequence[int]], pad_id: int
+) -> tuple[torch.Tensor, torch.Tensor, dict[int, int]]:
+    """Token ids of packed ``rows`` (lists of indices into ``sequences``, as ``pack_rows`` makes them), padded to
+    the longest row: ``(input_ids, position_ids, start)`` where ``start[i]`` is sequence i's first flat index
+    (row * width + offset). Positions restart at 0 at every sequence."""
+    width = max(sum(len(sequences[i]) for i in row) for row in rows)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    position_ids = torch.empty((len(rows), width), dtype=torch.long)
+    start: dict[int, int] = {}
+    for r, row in enumerate(rows):
+        offset = 0
+        for index in row:
+            n = len(sequences[index])
+            input_ids[r, offset : offset + n] = torch.tensor(list(sequences[index]), dtype=torch.long)
+            position_ids[r, offset : offset + n] = torch.arange(n)
+            start[index] = r * width + offset
+            offset += n
+        # The padding is a segment of its own (positions restart at 0), so no real token attends to it and it
+        # attends to no real token; it carries no loss.
+        position_ids[r, offset:] = torch.arange(width - offset)
+    return input_ids, position_ids, start
+
+
 def collate(
     examples: Sequence[Example], indices: Sequence[int], *, row_capacity: int, pad_id: int
 ) -> PackedBatch:
     """Pack the examples ``indices`` into rows of at most ``row_capacity`` tokens."""
     lengths = [len(e) for e in examples]
     rows = pack_rows(lengths, indices, row_capacity)
-    width = max(sum(lengths[i] for i in row) for row in rows)
-    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    position_ids = torch.empty((len(rows), width), dtype=torch.long)
+    input_ids, position_ids, start = lay_out([e.input_ids for e in examples], rows, pad_id)
     target_index: list[int] = []
     targets: list[int] = []
-    for r, row in enumerate(rows):
-        offset = 0
+    for row in rows:
         for index in row:
             example = examples[index]
-            n = len(example)
-            input_ids[r, offset : offset + n] = torch.tensor(example.input_ids, dtype=torch.long)
-            position_ids[r, offset : offset + n] = torch.arange(n)
-            for t in range(1, n):
+            for t in range(1, len(example)):
                 if example.assistant_mask[t]:
-                    target_index.append(r * width + offset + t - 1)
+                    target_index.append(start[index] + t - 1)
                     targets.append(example.input_ids[t])
-            offset += n
-        # The padding is a segment of its own (positions restart at 0), so no real token attends to it and it
-        # attends to no real token; it carries no loss.
-        position_ids[r, offset:] = torch.arange(width - offset)
     return PackedBatch(
         input_ids=input_ids,
         position_ids=position_ids,

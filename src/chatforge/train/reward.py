@@ -54,7 +54,7 @@ from torch import nn
 from chatforge import chat, models
 from chatforge.data.comparisons import Comparison, ComparisonError, load_comparisons
 from chatforge.evaluate.reward import PlottingUnavailable, evaluate_reward_model, require_matplotlib
-from chatforge.train import common, losses, packing
+from chatforge.train import common, losses, packing, token_loss
 from chatforge.train.config import ConfigIO, add_config_arguments
 from chatforge.train.config import config_from_args as config_from_args_of
 from chatforge.train.sft import SFTDataError, _link_tree, read_conversations
@@ -396,14 +396,38 @@ def _scores(module: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor) 
     return output.logits[:, 0].float()
 
 
+class _PackedScores(nn.Module):
+    """Rewards of sequences packed into rows without padding: the model's trunk over the rows (each sequence its own
+    causal block, from restarting position ids: ``token_loss.hidden_at``), then its score head at each sequence's
+    last token. Padding every response of a micro-batch to its longest (a prompt's demonstration, ranked with the
+    samples, often runs several times longer) made the trunk compute on up to 3x the real tokens. DDP wraps this
+    module, so its forward is the one whose gradients are synchronised."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor, last_index: torch.Tensor) -> torch.Tensor:
+        model: Any = self.model
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        trunk, head = getattr(base, base.base_model_prefix), base.score  # (head: PEFT's trainable copy with LoRA)
+        hidden = token_loss.hidden_at(trunk, input_ids, position_ids, last_index)
+        return head(hidden)[:, 0].float()
+
+
 @dataclass
 class _Batch:
-    input_ids: torch.Tensor  # [N, L]: every response of every prompt of the micro-batch
-    attention_mask: torch.Tensor
-    slots: torch.Tensor  # [N]: where each row's reward goes in the flattened [B, K] rewards
+    input_ids: torch.Tensor  # [rows, width]: every response of every prompt of the micro-batch, packed
+    position_ids: torch.Tensor
+    last_index: torch.Tensor  # [N]: flat index of each sequence's last token
+    slots: torch.Tensor  # [N]: where each sequence's reward goes in the flattened [B, K] rewards
     ranks: torch.Tensor  # [B, K], 0 for empty slots
     prompts: int
     tokens: int
+
+    def scores(self, module: nn.Module) -> torch.Tensor:
+        """One float32 reward per sequence, by a ``_PackedScores`` (possibly DDP-wrapped)."""
+        return module(self.input_ids, self.position_ids, self.last_index)
 
 
 def _collate(
@@ -419,10 +443,14 @@ def _collate(
         for k, sequence in enumerate(item.sequences):
             sequences.append(sequence)
             slots.append(b * width + k)
-    input_ids, attention_mask = _pad(sequences, pad_id, device)
+    lengths = [len(seq) for seq in sequences]
+    rows = packing.pack_rows(lengths, range(len(sequences)), max(lengths))
+    input_ids, position_ids, start = packing.lay_out(sequences, rows, pad_id)
+    last_index = [start[i] + lengths[i] - 1 for i in range(len(sequences))]
     return _Batch(
-        input_ids=input_ids,
-        attention_mask=attention_mask,
+        input_ids=input_ids.to(device),
+        position_ids=position_ids.to(device),
+        last_index=torch.tensor(last_index, dtype=torch.long, device=device),
         slots=torch.tensor(slots, dtype=torch.long, device=device),
         ranks=ranks.to(device),
         prompts=len(items),
@@ -800,11 +828,11 @@ class RewardTrainer:
     def _run(self) -> RewardResult:
         config = self.config
         self.model.train()
-        module: nn.Module = self.model
+        module: nn.Module = _PackedScores(self.model)
         if self.dist.active:
             from torch.nn.parallel import DistributedDataParallel
 
-            module = DistributedDataParallel(self.model)
+            module = DistributedDataParallel(module)
         if self.dist.is_main:
             self._write_run_info()
 
@@ -902,7 +930,7 @@ class RewardTrainer:
             no_sync = getattr(module, "no_sync", None)
             with contextlib.nullcontext() if sync or no_sync is None else no_sync():
                 with self._autocast():
-                    scores = _scores(module, batch.input_ids, batch.attention_mask)
+                    scores = batch.scores(module)
                 loss, stats = losses.ranking_loss(
                     _ranked_rewards(scores, batch), batch.ranks, self.config.margin
                 )
@@ -950,7 +978,7 @@ class RewardTrainer:
         with torch.no_grad(), self._autocast():
             for indices in chunks[self.dist.rank :: self.dist.world_size]:
                 batch = _collate(self.eval_encoded, indices, self.pad_id, self.device)
-                scores = _scores(self.model, batch.input_ids, batch.attention_mask)
+                scores = batch.scores(_PackedScores(self.model))
                 loss, stats = losses.ranking_loss(
                     _ranked_rewards(scores, batch), batch.ranks, self.config.margin
                 )

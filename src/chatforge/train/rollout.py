@@ -140,22 +140,8 @@ def pack(sequences: Sequence[tuple[Sequence[int], int]], pad_id: int, device: to
     """Pack (token ids, index of the first response token) pairs; every sequence needs one response token and
     one token before it."""
     lengths = [len(ids) for ids, _ in sequences]
-    capacity = max(lengths)
-    rows = packing.pack_rows(lengths, range(len(sequences)), capacity)
-    width = max(sum(lengths[i] for i in row) for row in rows)
-    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    position_ids = torch.empty((len(rows), width), dtype=torch.long)
-    where: dict[int, int] = {}  # sequence -> flat start
-    for r, row in enumerate(rows):
-        offset = 0
-        for i in row:
-            ids, _ = sequences[i]
-            n = len(ids)
-            input_ids[r, offset : offset + n] = torch.as_tensor(list(ids), dtype=torch.long)
-            position_ids[r, offset : offset + n] = torch.arange(n)
-            where[i] = r * width + offset
-            offset += n
-        position_ids[r, offset:] = torch.arange(width - offset)  # padding: a segment of its own
+    rows = packing.pack_rows(lengths, range(len(sequences)), max(lengths))
+    input_ids, position_ids, where = packing.lay_out([ids for ids, _ in sequences], rows, pad_id)
     target_index: list[int] = []
     targets: list[int] = []
     spans = []
