@@ -6,9 +6,9 @@ the cache, so the step is bound by memory traffic and by the number of operation
 transformers forward pass pays for both: float32 weights (twice the bytes of bfloat16), seven separate projection
 matmuls per layer, a cache that grows by concatenation (every step copies the whole cache), and a flash-attention
 kernel that is slow for a single query. Here a layer is two fused matmuls for attention (q|k|v, o) and two for the
-MLP (gate|up, down), with the residual stream and the norms in float32 and the matmuls in ``decode_dtype``
-(bfloat16 by default on CPUs with AVX512-BF16, where oneDNN's kernels read half the bytes; measured in
-bench/generation.py). The rotary embedding is the model's own module, so every RoPE variant it supports is exact.
+MLP (gate|up, down), all in ``decode_dtype`` (bfloat16 by default on CPUs with AVX512-BF16, where oneDNN's
+kernels read half the bytes; measured in bench/generation.py), the residual stream included, as in a model loaded
+in that dtype (the norms accumulate in float32). The rotary embedding is the model's own module, so every RoPE variant it supports is exact.
 
 The packed weights are copies. They are refreshed automatically when the model's parameters may have changed:
 the decoder compares a fingerprint before each use, made of every parameter's (storage, version counter) (an
