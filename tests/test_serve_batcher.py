@@ -16,12 +16,17 @@ PROMPTS = ["hi", "tell me a long story about cats and dogs", "2+2?", "What's the
 
 
 class Collector:
-    def __init__(self) -> None:
+    """A client. ``delay`` seconds per streamed delta make it a slow reader: the scheduler calls it between steps, so
+    a running request then stays in the batch long enough for later ones to join, however fast the model is."""
+
+    def __init__(self, delay: float = 0.0) -> None:
         self.text = ""
         self.done = threading.Event()
         self.completion = None
+        self.delay = delay
 
     def __call__(self, delta, finished):
+        time.sleep(self.delay)
         self.text += delta
         if finished is not None:
             self.completion = finished
@@ -53,7 +58,7 @@ def test_staggered_requests_match_solo_greedy_generation(tiny, batcher, decoder)
     expected = [engine.generate([p], SamplingParams(max_new_tokens=n, temperature=0))[0] for p, n in zip(prompts, lengths, strict=True)]
     collectors = []
     for p, n in zip(prompts, lengths, strict=True):
-        c = Collector()
+        c = Collector(delay=0.005)
         batcher.submit(GenRequest(p, SamplingParams(max_new_tokens=n, temperature=0), c))
         collectors.append(c)
         time.sleep(0.02)  # later requests join a batch that is already decoding
