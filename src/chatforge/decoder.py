@@ -9,7 +9,8 @@ kernel that is slow for a single query. Here a layer is two fused matmuls for at
 MLP (gate|up, down), with the residual stream and the norms in float32 and the matmuls in ``decode_dtype``
 (bfloat16 by default on CPUs with AVX512-BF16, where oneDNN's kernels read half the bytes; measured in
 bench/generation.py). A bf16 residual stream (as in a model loaded in bf16) measured no faster and changed the
-135M model's greedy answer to "What is the capital of France?" from "Paris" to a list of French words. The rotary embedding is the model's own module, so every RoPE variant it supports is exact.
+135M model's greedy answer to "What is the capital of France?" from "Paris" to a list of French words. The rotary
+embedding is the model's own module, so every RoPE variant it supports is exact.
 
 The packed weights are copies. They are refreshed automatically when the model's parameters may have changed:
 the decoder compares a fingerprint before each use, made of every parameter's (storage, version counter) (an
@@ -209,7 +210,7 @@ def _mkldnn_linear_ok(dtype: torch.dtype) -> bool:
 @dataclass
 class _Layer:
     input_norm: torch.Tensor
-    qkv: _Linear  # queries pre-scaled by 1/sqrt(head_dim)
+    qkv: _Linear
     o: _Linear
     post_norm: torch.Tensor
     gate_up: _Linear
@@ -279,23 +280,22 @@ class LeanDecoder:
         inner = base_model(self.model)
         dt = self.dtype
 
-        def fused(*linears: Any, scales: tuple[float, ...] | None = None) -> _Linear:
-            """One matmul for several projections of the same input: their weights stacked by output row, each
-            multiplied by its scale. Each part is converted straight into its rows of one buffer (PPO repacks
-            every step: a float32 concatenation first took most of the 0.5 s a repack cost for 135M)."""
+        def fused(*linears: Any) -> _Linear:
+            """One matmul for several projections of the same input: their weights stacked by output row. Each
+            part is converted straight into its rows of one buffer (PPO repacks every step: a float32
+            concatenation first took most of the 0.5 s a repack cost for 135M)."""
             pairs = [_effective(lin) for lin in linears]
-            factors = scales or (1.0,) * len(pairs)
             rows = sum(w.shape[0] for w, _ in pairs)
             weight = torch.empty((rows, pairs[0][0].shape[1]), dtype=dt, device=pairs[0][0].device)
             bias = None
             if any(b is not None for _, b in pairs):
                 bias = torch.zeros(rows, dtype=dt, device=weight.device)
             start = 0
-            for (w, b), factor in zip(pairs, factors, strict=True):
+            for w, b in pairs:
                 part = slice(start, start + w.shape[0])
-                weight[part].copy_(w.detach() if factor == 1.0 else w.detach() * factor)
+                weight[part].copy_(w.detach())
                 if b is not None and bias is not None:
-                    bias[part].copy_(b.detach() * factor)
+                    bias[part].copy_(b.detach())
                 start = part.stop
             return _Linear(weight, bias)
 
@@ -305,8 +305,7 @@ class LeanDecoder:
             layers.append(
                 _Layer(
                     input_norm=layer.input_layernorm.weight.detach().float(),
-                    # Scaling the queries here (RoPE is linear, so it commutes) spares attention a multiply.
-                    qkv=fused(attn.q_proj, attn.k_proj, attn.v_proj, scales=(self.scale, 1.0, 1.0)),
+                    qkv=fused(attn.q_proj, attn.k_proj, attn.v_proj),
                     o=fused(attn.o_proj),
                     post_norm=layer.post_attention_layernorm.weight.detach().float(),
                     gate_up=fused(mlp.gate_proj, mlp.up_proj),
@@ -367,20 +366,11 @@ class LeanDecoder:
         inner = base_model(self.model)
         x = F.embedding(input_ids, self._embed).float()
         cos, sin = inner.model.rotary_emb(x, positions)  # [B, T, D] float32, the model's own RoPE variant
-        # rotate_half(q) * sin == q.roll(half) * sin', where sin' is sin with its first half negated: RoPE is then
-        # three ops (mul, roll, addcmul) instead of six.
-        half = self.head_dim // 2
-        cos, sin = cos[:, None].to(dt), torch.cat((-sin[..., :half], sin[..., half:]), dim=-1)[:, None].to(dt)
+        cos, sin = cos[:, None].to(dt), sin[:, None].to(dt)
         keys_valid = cache.valid[:, cache.begin : stop]
-        h, kv, d = self.heads, self.kv_heads, self.head_dim
-        group = h // kv
-        q_size, kv_size = h * d, kv * d
         if length == 1:
-            # Decode attention is two batched matmuls over (row, key head): the query heads of a group share a key
-            # head, so queries are [B*kv, group, D] against keys [B*kv, S, D]. The padding mask enters as the
-            # matmul's addend ([B*kv, 1, S], built once for all layers).
-            mask = torch.zeros(keys_valid.shape, dtype=dt, device=x.device).masked_fill_(~keys_valid, float("-inf"))
-            mask = mask[:, None, None, :].expand(batch, kv, 1, -1).reshape(batch * kv, 1, -1)
+            mask = torch.zeros(keys_valid.shape, dtype=torch.float32, device=x.device)
+            mask = mask.masked_fill_(~keys_valid, float("-inf"))[:, None, None, :]  # [B, 1, 1, S]
         else:
             # Causal within the new block, all earlier valid columns before it; every query may see itself, so a
             # padding row never has an empty softmax (its output is never used).
@@ -390,12 +380,15 @@ class LeanDecoder:
             causal = cols[None, :] <= rows[:, None]  # [T, S]
             mask4 = (causal[None] & keys_valid[:, None, :]) | (cols[None, None, :] == rows[None, :, None])
             mask = mask4[:, None]  # [B, 1, T, S] bool
+        h, kv, d = self.heads, self.kv_heads, self.head_dim
+        group = h // kv
+        q_size, kv_size = h * d, kv * d
         for i, layer in enumerate(self._layers):
             y = self._rms(x, layer.input_norm).to(dt)
             qkv = layer.qkv(y)
-            # RoPE on the queries and keys at once (they are adjacent in the fused output).
+            # RoPE on the queries and keys at once (they are adjacent in the fused output): fewer small ops.
             qk = qkv[..., : q_size + kv_size].view(batch, length, h + kv, d).transpose(1, 2)
-            qk = torch.addcmul(qk * cos, qk.roll(half, -1), sin)
+            qk = qk * cos + _rotate_half(qk) * sin
             q, k = qk[:, :h], qk[:, h:]
             v = qkv[..., q_size + kv_size :].view(batch, length, kv, d).transpose(1, 2)
             cache.keys[i][:, :, start:stop] = k
@@ -403,20 +396,25 @@ class LeanDecoder:
             keys = cache.keys[i][:, :, cache.begin : stop]
             values = cache.values[i][:, :, cache.begin : stop]
             if length == 1:
-                # torch's CPU attention kernels are slow for a single query (the flash kernel measured ~200 us a
-                # layer at batch 1); bmm on these views copies nothing (matmul on 4-d views cloned the keys).
-                keys3, values3 = keys.reshape(batch * kv, -1, d), values.reshape(batch * kv, -1, d)
-                scores = torch.baddbmm(mask, q.reshape(batch * kv, group, d), keys3.transpose(1, 2))
-                out = torch.bmm(torch.softmax(scores, dim=-1), values3).view(batch, 1, q_size)
+                # One query per head, and the query heads of a group share a key head: [B, kv, group, D] against
+                # [B, kv, S, D]. Two small matmuls beat torch's CPU attention kernels for a single query (measured:
+                # the flash kernel took ~200 us a layer at batch 1, these ~40 us).
+                scores = torch.matmul(q.reshape(batch, kv, group, d), keys.transpose(-1, -2)).float() * self.scale
+                out = torch.matmul(torch.softmax(scores + mask, dim=-1).to(dt), values).reshape(batch, length, q_size)
             else:
-                # the queries carry the 1/sqrt(head_dim) scale already
-                out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=1.0, enable_gqa=group > 1)
+                out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=self.scale,
+                                                     enable_gqa=group > 1)
                 out = out.transpose(1, 2).reshape(batch, length, q_size)
             x = x + layer.o(out).float()
             y = self._rms(x, layer.post_norm).to(dt)
             gate, up = layer.gate_up(y).chunk(2, dim=-1)
             x = x + layer.down(F.silu(gate) * up).float()
         return x
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
 
 
 __all__ = ["KVCache", "LeanDecoder", "base_model", "default_decode_dtype", "unsupported_reason"]
