@@ -186,6 +186,22 @@ class StepEvent:
     finished: Completion | None = None
 
 
+def left_padded(
+    sequences: Sequence[Sequence[int]], pad_id: int, device: torch.device | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(input_ids, valid, positions)`` [B, T] of token sequences padded on the left: every sequence's last token
+    in the last column, so one forward pass of new tokens serves the whole batch; ``valid`` is 1 on real tokens and
+    position ids restart at 0 after each row's padding."""
+    width = max(len(seq) for seq in sequences)
+    input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    valid = torch.zeros((len(sequences), width), dtype=torch.long)
+    for i, seq in enumerate(sequences):
+        input_ids[i, width - len(seq) :] = torch.as_tensor(list(seq), dtype=torch.long)
+        valid[i, width - len(seq) :] = 1
+    positions = (valid.cumsum(-1) - 1).clamp(min=0)
+    return input_ids.to(device), valid.to(device), positions.to(device)
+
+
 def cache_argument(model: Any) -> str:
     """The name under which this transformers model's forward takes its KV cache: ``cache`` from transformers
     5.2x on (``past_key_values`` still works there with a deprecation warning and goes away in 5.40), else
@@ -457,16 +473,8 @@ class TorchEngine:
         if params.seed is not None:
             generator = torch.Generator(device=self.device).manual_seed(params.seed)
 
-        # Left padding puts every prompt's last token in the last column, so one forward pass of the new tokens
-        # serves the whole batch; position ids restart at 0 after each row's padding.
-        width = max(len(p) for p in prompts)
-        input_ids = torch.full((len(prompts), width), self.pad_token_id, dtype=torch.long)
-        valid = torch.zeros((len(prompts), width), dtype=torch.long)
-        for i, p in enumerate(prompts):
-            input_ids[i, width - len(p) :] = torch.as_tensor(list(p), dtype=torch.long)
-            valid[i, width - len(p) :] = 1
-        positions = (valid.cumsum(-1) - 1).clamp(min=0)
-        input_ids, valid, positions = (t.to(self.device) for t in (input_ids, valid, positions))
+        input_ids, valid, positions = left_padded(prompts, self.pad_token_id, self.device)
+        width = input_ids.shape[1]
 
         forward = self.forward_pass(width + params.max_new_tokens)
         logits = forward.prefill(input_ids, valid, positions)

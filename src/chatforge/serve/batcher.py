@@ -35,6 +35,7 @@ from chatforge.generation import (
     SamplingParams,
     TorchEngine,
     held_back,
+    left_padded,
     sample_tokens,
 )
 
@@ -173,15 +174,8 @@ class ContinuousBatcher:
             req.stops = tuple(req.params.stop) + self.engine.default_stops
             if req.params.seed is not None:
                 req.generator = torch.Generator(device=device).manual_seed(req.params.seed)
-        width = max(len(r.prompt_ids) for r in new)
-        ids = torch.full((len(new), width), self.engine.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(new), width), dtype=torch.long)
-        for i, r in enumerate(new):
-            ids[i, width - len(r.prompt_ids) :] = torch.as_tensor(r.prompt_ids, dtype=torch.long)
-            mask[i, width - len(r.prompt_ids) :] = 1
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        ids, mask, positions = ids.to(device), mask.to(device), positions.to(device)
-        forward = self.engine.forward_pass(width + 64)
+        ids, mask, positions = left_padded([r.prompt_ids for r in new], self.engine.pad_token_id, device)
+        forward = self.engine.forward_pass(ids.shape[1] + 64)
         logits = forward.prefill(ids, mask, positions)
         if self._can_extend is None:
             self._can_extend = forward.can_extend

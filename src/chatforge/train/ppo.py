@@ -57,7 +57,7 @@ from torch import nn
 
 from chatforge import chat, models
 from chatforge.decoder import LeanDecoder, unsupported_reason
-from chatforge.generation import SamplingParams, TorchEngine
+from chatforge.generation import SamplingParams, TorchEngine, left_padded
 from chatforge.train import common, losses, packing, rollout, token_loss
 from chatforge.train import config as config_io
 from chatforge.train.sft import SFTTrainer, _link_tree, _with_lora, read_conversations
@@ -388,19 +388,15 @@ class PPOTrainer:
 
     def _lean_reference_logprobs(self, decoder: LeanDecoder, chunk: Sequence[rollout.Rollout]) -> torch.Tensor:
         sequences = [r.prompt_ids + r.response_ids for r in chunk]
-        width = max(len(seq) for seq in sequences)
-        ids = torch.full((len(chunk), width), self._pad_id, dtype=torch.long)
-        valid = torch.zeros((len(chunk), width), dtype=torch.bool)
+        ids, valid, positions = left_padded(sequences, self._pad_id)
+        width = ids.shape[1]
         rows: list[int] = []
         cols: list[int] = []
         for i, (seq, r) in enumerate(zip(sequences, chunk, strict=True)):
-            ids[i, width - len(seq) :] = torch.tensor(seq, dtype=torch.long)
-            valid[i, width - len(seq) :] = True
             first = width - len(seq) + len(r.prompt_ids)  # column of the first response token
             rows += [i] * len(r.response_ids)
             cols += range(first - 1, first - 1 + len(r.response_ids))  # each predicted by the column before it
-        positions = (valid.long().cumsum(-1) - 1).clamp(min=0)
-        hidden = decoder.hidden_states(ids, positions, valid)
+        hidden = decoder.hidden_states(ids, positions, valid.bool())
         logits = decoder.logits(hidden[rows, cols])
         if self.config.temperature != 1.0:
             logits = logits / self.config.temperature
