@@ -364,7 +364,7 @@ class TorchEngine:
     """Batched generation for any transformers causal LM, in-process (CPU or GPU).
 
     ``decoder``: "lean" runs ``chatforge.decoder.LeanDecoder`` (Llama-family models; fused and prepacked
-    projections, weights in ``decode_dtype``, default bfloat16 on CPUs with AVX512-BF16, else the model's dtype);
+    projections, weights in ``decode_dtype``; None or "auto": bfloat16 on CPUs with AVX512-BF16, else the model's);
     "transformers" runs the model's own forward pass (any architecture, exactly the model's dtype); "auto" (the
     default) is lean where the model is supported. The lean decoder re-reads the weights whenever they change, so
     an engine built once keeps sampling from a model that is being trained.
@@ -393,7 +393,7 @@ class TorchEngine:
             reason = unsupported_reason(model)
             if reason is None:
                 try:
-                    dtype = None if decode_dtype is None else models.parse_dtype(decode_dtype)
+                    dtype = None if decode_dtype in (None, "auto") else models.parse_dtype(decode_dtype)
                 except ValueError as err:
                     raise ValueError(f"decode_dtype: {err}") from None
                 self.lean = LeanDecoder(model, dtype=dtype)

@@ -40,7 +40,7 @@ def _engine(model_path: str, recipe: Recipe) -> Any:
 
     models.set_threads(recipe.threads)
     model, tokenizer = models.load_model(model_path)
-    return TorchEngine(model, tokenizer, decode_dtype=None if recipe.decode_dtype == "auto" else recipe.decode_dtype)
+    return TorchEngine(model, tokenizer, decode_dtype=recipe.decode_dtype)
 
 
 def behaviour_stage(recipe: Recipe, model_path: str) -> Callable[[Path], tuple[dict[str, str], dict[str, Any]]]:

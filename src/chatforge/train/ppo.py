@@ -326,8 +326,7 @@ class PPOTrainer:
         from transformers import get_constant_schedule_with_warmup
 
         self.scheduler = get_constant_schedule_with_warmup(self.optimizer, config.warmup_steps)
-        decode_dtype = None if config.decode_dtype == "auto" else config.decode_dtype
-        self.engine = TorchEngine(self.model, tokenizer, decode_dtype=decode_dtype)
+        self.engine = TorchEngine(self.model, tokenizer, decode_dtype=config.decode_dtype)
         self.kl_coef = float(config.kl_coef)
         self.step = 0
         self._elapsed_before = 0.0
