@@ -975,10 +975,11 @@ class RewardTrainer:
             list(range(i, min(i + size, len(self.eval_encoded))))
             for i in range(0, len(self.eval_encoded), size)
         ]
+        scorer = _PackedScores(self.model)
         with torch.no_grad(), self._autocast():
             for indices in chunks[self.dist.rank :: self.dist.world_size]:
                 batch = _collate(self.eval_encoded, indices, self.pad_id, self.device)
-                scores = batch.scores(_PackedScores(self.model))
+                scores = batch.scores(scorer)
                 loss, stats = losses.ranking_loss(
                     _ranked_rewards(scores, batch), batch.ranks, self.config.margin
                 )
