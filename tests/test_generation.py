@@ -11,6 +11,7 @@ from chatforge.generation import (
     SamplingParams,
     TorchEngine,
     create_engine,
+    draw,
     sample_tokens,
 )
 
@@ -153,6 +154,23 @@ def test_sampling_filters():
     tokens, logprobs = sample_tokens(logits, SamplingParams(temperature=0), None)
     assert tokens.tolist() == [3, 0]
     assert logprobs.tolist() == pytest.approx(torch.log_softmax(logits, -1).max(-1).values.tolist())
+
+
+@pytest.mark.parametrize("vocab", [7, 256, 1000])
+def test_draw_follows_the_distribution_and_never_picks_an_impossible_token(vocab):
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(vocab, generator=g) * 2
+    logits[vocab // 3 : vocab // 2] = float("-inf")  # a run of impossible tokens, straddling a block edge at 1000
+    logits[-1] = float("-inf")
+    probs = torch.softmax(logits, -1)
+    n = 100_000
+    drawn = draw(probs.repeat(n, 1), g)
+    counts = torch.bincount(drawn, minlength=vocab).double()
+    assert int(counts[probs == 0].sum()) == 0
+    # every frequency within 5 standard errors of its probability (a wrong inversion is off by whole tokens)
+    stderr = (probs.double() * (1 - probs.double()) / n).sqrt()
+    assert bool(((counts / n - probs.double()).abs() <= 5 * stderr + 1e-9).all())
+    assert draw(probs[None], torch.Generator().manual_seed(3)).tolist() == draw(probs[None], torch.Generator().manual_seed(3)).tolist()
 
 
 @pytest.mark.parametrize(

@@ -119,3 +119,34 @@ def test_dpo_loss_by_hand():
     loss, _, _ = losses.dpo_loss(pc, pr, rc, rr, beta=0.5, label_smoothing=0.1)
     # 0.9 * 0.3132617 + 0.1 * log(1 + e) = 0.2819355 + 0.1313262
     assert float(loss) == pytest.approx(0.4132617, abs=1e-6)
+
+
+@pytest.mark.parametrize(("softcap", "temperature", "chunk_elements"), [(None, 1.0, 1 << 26), (2.0, 0.7, 40)])
+def test_fused_head_logprobs_match_autograd_through_the_plain_formula(monkeypatch, softcap, temperature, chunk_elements):
+    from chatforge.train import token_loss
+
+    monkeypatch.setattr(token_loss, "CHUNK_ELEMENTS", chunk_elements)  # 40 elements / 11 tokens: 3-row chunks
+    g = torch.Generator().manual_seed(0)
+    head = torch.nn.Linear(6, 11, bias=False)
+    hidden = torch.randn(8, 6, generator=g, requires_grad=True)
+    targets = torch.randint(0, 11, (8,), generator=g)
+    upstream = torch.randn(8, generator=g)
+
+    def plain() -> tuple[torch.Tensor, torch.Tensor]:
+        z = head(hidden)
+        if softcap is not None:
+            z = torch.tanh(z / softcap) * softcap
+        z = z / temperature
+        logp = torch.log_softmax(z, -1)
+        return logp.gather(-1, targets[:, None])[:, 0], -(logp.exp() * logp).sum(-1)
+
+    results = []
+    for fn in (plain, lambda: token_loss.head_logprobs(head, hidden, targets, softcap=softcap, temperature=temperature)):
+        hidden.grad = head.weight.grad = None
+        logprobs, entropy = fn()
+        (logprobs * upstream).sum().backward()
+        results.append((logprobs.detach(), entropy.detach(), hidden.grad.clone(), head.weight.grad.clone()))
+    for expected, got in zip(*results, strict=True):
+        torch.testing.assert_close(got, expected)
+    assert not token_loss.head_logprobs(head, hidden, targets)[1].requires_grad  # entropy is monitored only
+    assert token_loss.head_logprobs(torch.nn.Sequential(head), hidden, targets) is None  # not a plain Linear

@@ -188,6 +188,13 @@ def sequence_forward(
     otherwise roughly doubles the backward pass of the output head."""
     parts = token_loss.lm_parts(model)
     hidden = token_loss.hidden_at(parts.decoder, batch.input_ids, batch.position_ids, batch.target_index)
+    if not (with_entropy and entropy_grad):
+        fused = token_loss.head_logprobs(
+            parts.head, hidden, batch.targets, softcap=parts.softcap, temperature=temperature,
+            compute_dtype=compute_dtype,
+        )
+        if fused is not None:
+            return TokenOutputs(fused[0], fused[1] if with_entropy else None, hidden)
     with torch.autocast(hidden.device.type, enabled=False):
         weight = getattr(parts.head, "weight", None)
         if compute_dtype is not None and weight is not None and type(parts.head) is torch.nn.Linear:

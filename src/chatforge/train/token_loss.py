@@ -119,6 +119,105 @@ class _FusedHeadCrossEntropy(torch.autograd.Function):
         return grad_hidden, grad_weight, None, None, None, None
 
 
+class _FusedHeadLogprobs(torch.autograd.Function):
+    """Per row, log p(target) under softmax(softcap(hidden @ weight.T) / temperature), and the distribution's
+    entropy (for monitoring: no gradient). The softmax is worked out once per chunk and kept for the backward pass,
+    which is then (onehot - p) * grad: on SmolLM2's 49k vocabulary at 512 response tokens, the unfused
+    log_softmax + gather + a separate entropy (softmax, logsumexp, product) took ~0.6 s of a PPO step here, most of
+    it in fresh 100 MB allocations."""
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        hidden: torch.Tensor,
+        weight: torch.Tensor,
+        targets: torch.Tensor,
+        softcap: float | None,
+        temperature: float,
+        compute_dtype: torch.dtype,
+        chunk: int,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        w = weight.to(compute_dtype)
+        logprobs = torch.empty(hidden.shape[0], dtype=torch.float32, device=hidden.device)
+        entropy = torch.empty_like(logprobs)
+        probs, tanhs = [], []
+        for start in range(0, hidden.shape[0], chunk):
+            h, t = hidden[start : start + chunk].to(compute_dtype), targets[start : start + chunk]
+            z = (h @ w.T).float()
+            tanh = None
+            if softcap is not None:
+                tanh = torch.tanh(z / softcap)
+                z = torch.mul(tanh, softcap, out=z)
+            if temperature != 1.0:
+                z.div_(temperature)
+            z.sub_(torch.logsumexp(z, dim=-1, keepdim=True))  # log-probabilities, in place
+            rows = torch.arange(t.shape[0], device=t.device)
+            logprobs[start : start + t.shape[0]] = z[rows, t]
+            p = z.exp()
+            entropy[start : start + t.shape[0]] = -torch.linalg.vecdot(p, z)
+            probs.append(p)
+            tanhs.append(tanh)
+        ctx.save_for_backward(hidden, weight, targets)
+        ctx.probs, ctx.tanhs = probs, tanhs  # consumed (overwritten) by the one backward pass
+        ctx.softcap, ctx.temperature, ctx.compute_dtype, ctx.chunk = softcap, temperature, compute_dtype, chunk
+        ctx.mark_non_differentiable(entropy)
+        return logprobs, entropy
+
+    @staticmethod
+    def backward(ctx: Any, grad_logprobs: torch.Tensor, _grad_entropy: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        hidden, weight, targets = ctx.saved_tensors
+        if ctx.probs is None:
+            raise RuntimeError("_FusedHeadLogprobs supports a single backward pass (retain_graph is not supported)")
+        want_hidden, want_weight = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        dtype = ctx.compute_dtype
+        w = weight.to(dtype)
+        grad_hidden = torch.empty_like(hidden) if want_hidden else None
+        grad_weight = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if want_weight else None
+        for i, start in enumerate(range(0, hidden.shape[0], ctx.chunk)):
+            p, tanh = ctx.probs[i], ctx.tanhs[i]
+            g = grad_logprobs[start : start + p.shape[0]].float()
+            t = targets[start : start + p.shape[0]]
+            # d log p_t / d z = onehot_t - p, times the incoming gradient; in place over the kept softmax
+            grad = p.mul_(-g[:, None])
+            grad[torch.arange(t.shape[0], device=t.device), t] += g
+            if ctx.temperature != 1.0:
+                grad.div_(ctx.temperature)
+            if tanh is not None:  # d(c * tanh(z / c)) / dz = 1 - tanh^2
+                grad.mul_(1.0 - tanh * tanh)
+            grad_c = grad.to(dtype)
+            if grad_hidden is not None:
+                grad_hidden[start : start + p.shape[0]] = (grad_c @ w).to(hidden.dtype)
+            if grad_weight is not None:
+                grad_weight += (grad_c.T @ hidden[start : start + p.shape[0]].to(dtype)).float()
+        ctx.probs = ctx.tanhs = None
+        if grad_weight is not None:
+            grad_weight = grad_weight.to(weight.dtype)
+        return grad_hidden, grad_weight, None, None, None, None, None
+
+
+def head_logprobs(
+    head: nn.Module,
+    hidden: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    softcap: float | None = None,
+    temperature: float = 1.0,
+    compute_dtype: torch.dtype | None = None,
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(log-probs of ``targets``, entropies) in float32 of the output head's softmax at ``temperature``, fused; the
+    entropy carries no gradient. None when the head is not a plain bias-free ``nn.Linear`` (the caller then takes
+    the generic path through the module)."""
+    weight = getattr(head, "weight", None)
+    if type(head) is not nn.Linear or head.bias is not None or weight is None:
+        return None
+    chunk = max(1, CHUNK_ELEMENTS // weight.shape[0])
+    with torch.autocast(hidden.device.type, enabled=False):
+        out: tuple[torch.Tensor, torch.Tensor] = _FusedHeadLogprobs.apply(
+            hidden, weight, targets, softcap, float(temperature), compute_dtype or weight.dtype, chunk
+        )
+    return out
+
+
 def _chunk_loss(
     head: nn.Module, softcap: float | None, hidden: torch.Tensor, targets: torch.Tensor
 ) -> torch.Tensor:
