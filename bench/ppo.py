@@ -1,8 +1,10 @@
 """One online-RL step: chatforge's PPO (critic included) vs TRL's GRPOTrainer, same model, reward model and work.
 
-Both runs start from the packaged SmolLM2-135M-Instruct (float32, CPU, `models.load_model`), are scored by the very
-same `RewardModel` object (built from the same checkpoint by `load_reward_base` and saved untrained: throughput does
-not depend on its quality), sample at temperature 1 without top-k/top-p, keep a frozen reference model for a KL
+Each trainer runs in its own fresh process, one after the other, as a user would run it: chatforge's trainers set
+glibc's malloc to keep freed memory (`models.keep_freed_memory`), TRL leaves malloc as it is. A third run gives TRL
+that same setting (`--no-trl-tuned` skips it), so the table shows what the setting is worth to each. All runs start
+from the packaged SmolLM2-135M-Instruct (float32, CPU, `models.load_model`), are scored by one `RewardModel`
+checkpoint (built by `load_reward_base` and saved untrained: throughput does not depend on its quality), sample at temperature 1 without top-k/top-p, keep a frozen reference model for a KL
 penalty (chatforge kl_coef = TRL beta = --kl-coef), run without dropout and without gradient checkpointing (TRL's
 GRPOConfig turns it on by default: --trl-gradient-checkpointing keeps it) and use AdamW at the same learning rate,
 constant schedule and gradient clip (TRL keeps its default fused AdamW, chatforge torch's default). Per
@@ -25,18 +27,20 @@ then the fairer figure (chatforge drops finished rows from the batch, `generate(
 Timing: --steps timed steps after one warm-up step, median per step. A step runs from rollout to optimizer step
 (chatforge: its `step_time` metric; TRL: on_step_begin to on_step_end). "generate" is the sampling call only
 (chatforge: its `generation_time` metric; TRL: a timer around `_generate_single_turn`), "score" the reward model
-(a timer around the shared `RewardModel.score`), "train" the rest (forwards for log-probs, values and reference,
+(a timer around `RewardModel.score`), "train" the rest (forwards for log-probs, values and reference,
 advantages, loss, backward, optimizer). Checkpoints and logging are outside the step in both.
 
 Run: .venv/bin/python bench/ppo.py [--steps 3] [--threads N] [--completions 8] [--max-new-tokens 64]
-(needs the bench extra: pip install -e ".[bench]"). Prints the ratio chatforge/TRL; never a test assertion.
+(needs the bench extra: pip install -e ".[bench]"). Prints the ratios chatforge/TRL; never a test assertion.
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import json
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -136,12 +140,16 @@ class Result:
         return self.tokens_per_step / self.median("seconds")
 
 
-def make_reward_model(directory: Path) -> Any:
-    from chatforge.train.reward import RewardModel, load_reward_base
+def save_reward_model(directory: Path) -> None:
+    from chatforge.train.reward import load_reward_base
 
     model, tokenizer = load_reward_base(MODEL)
     models.save_checkpoint(model, tokenizer, directory)
-    del model
+
+
+def load_reward_model(directory: Path) -> Any:
+    from chatforge.train.reward import RewardModel
+
     return RewardModel.load(directory)
 
 
@@ -285,22 +293,46 @@ def run_trl(reward: TimedReward, args: argparse.Namespace, out: Path) -> Result:
 
 def report(results: list[Result]) -> None:
     print(
-        f"{'trainer':14} {'layout':16} {'step s':>7} {'generate s':>10} {'score s':>8} {'train s':>8} "
+        f"{'trainer':28} {'layout':16} {'step s':>7} {'generate s':>10} {'score s':>8} {'train s':>8} "
         f"{'gen %':>6} {'tokens/step':>11} {'compl/s':>8} {'tokens/s':>9}"
     )
     for r in results:
         step, gen = r.median("seconds"), r.median("generate")
         print(
-            f"{r.name:14} {r.layout:16} {step:7.2f} {gen:10.2f} {r.median('score'):8.2f} {r.median('train'):8.2f} "
+            f"{r.name:28} {r.layout:16} {step:7.2f} {gen:10.2f} {r.median('score'):8.2f} {r.median('train'):8.2f} "
             f"{100 * gen / step:5.0f}% {r.tokens_per_step:11.1f} {r.completions_per_s:8.3f} {r.tokens_per_s:9.1f}"
         )
-    ours, theirs = results
-    print(
-        f"ratio chatforge/TRL: {ours.completions_per_s / theirs.completions_per_s:.2f}x completions/s, "
-        f"{ours.tokens_per_s / theirs.tokens_per_s:.2f}x tokens/s "
-        f"(generate {theirs.median('generate') / ours.median('generate'):.2f}x faster, "
-        f"train {theirs.median('train') / ours.median('train'):.2f}x faster)"
-    )
+    ours = results[0]
+    for theirs in results[1:]:
+        print(
+            f"ratio chatforge/{theirs.name}: {ours.completions_per_s / theirs.completions_per_s:.2f}x completions/s, "
+            f"{ours.tokens_per_s / theirs.tokens_per_s:.2f}x tokens/s "
+            f"(generate {theirs.median('generate') / ours.median('generate'):.2f}x faster, "
+            f"train {theirs.median('train') / ours.median('train'):.2f}x faster)"
+        )
+
+
+def run_side(args: argparse.Namespace) -> int:
+    """One trainer in this (fresh) process; its steps go to --result as JSON."""
+    models.set_threads(args.threads)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", category=FutureWarning)  # transformers' gradient_checkpointing renames
+    if args.tuned_malloc:
+        models.keep_freed_memory()  # what chatforge's trainers do for themselves (see models.keep_freed_memory)
+    reward = TimedReward(load_reward_model(Path(args.reward_dir)))
+    with tempfile.TemporaryDirectory(prefix=f"chatforge-bench-ppo-{args.side}-") as tmp:
+        run = run_chatforge if args.side == "chatforge" else run_trl
+        result = run(reward, args, Path(tmp) / "out")
+    if args.tuned_malloc:
+        result.name += " + chatforge malloc"
+    Path(args.result).write_text(json.dumps({
+        "name": result.name, "layout": result.layout, "threads": result.threads,
+        "steps": [vars(step) for step in result.steps],
+    }))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -321,6 +353,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--trl-gradient-checkpointing", action="store_true", help="keep TRL's default gradient checkpointing"
     )
+    parser.add_argument("--no-trl-tuned", action="store_true",
+                        help="skip the third run (TRL with chatforge's malloc setting)")
+    # internal: one trainer per process
+    parser.add_argument("--side", choices=["chatforge", "trl"], help=argparse.SUPPRESS)
+    parser.add_argument("--reward-dir", help=argparse.SUPPRESS)
+    parser.add_argument("--result", help=argparse.SUPPRESS)
+    parser.add_argument("--tuned-malloc", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.steps < 1:
         parser.error("--steps must be >= 1")
@@ -328,24 +367,33 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--generations must be >= 2 and divide --completions (GRPO needs a group per prompt)")
     if args.kl_coef <= 0:
         parser.error("--kl-coef must be > 0 (the comparison keeps a reference model on both sides)")
+    if args.side:
+        return run_side(args)
     models.set_threads(args.threads)
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    warnings.filterwarnings("ignore", category=FutureWarning)  # transformers' gradient_checkpointing renames
     import trl
 
     lengths = "natural (end-of-turn)" if args.natural else "forced"
     print(
         f"# one RL step: {MODEL}, training in {args.precision}, CPU, {torch.get_num_threads()} threads, torch {torch.__version__}, "
         f"trl {trl.__version__}\n# {args.completions} completions/step, max {args.max_new_tokens} new tokens "
-        f"({lengths}), KL coef {args.kl_coef}, 1 optimizer step/step; median of {args.steps} steps after 1 warm-up",
+        f"({lengths}), KL coef {args.kl_coef}, 1 optimizer step/step; median of {args.steps} steps after 1 warm-up\n"
+        f"# each trainer in its own process, one after the other",
         flush=True,
     )
+    forwarded = [a for a in (argv if argv is not None else sys.argv[1:]) if a != "--no-trl-tuned"]
+    runs = [("chatforge", []), ("trl", [])] + ([] if args.no_trl_tuned else [("trl", ["--tuned-malloc"])])
+    results = []
     with tempfile.TemporaryDirectory(prefix="chatforge-bench-ppo-") as tmp:
-        reward = TimedReward(make_reward_model(Path(tmp) / "rm"))
-        results = [run_chatforge(reward, args, Path(tmp) / "ppo"), run_trl(reward, args, Path(tmp) / "grpo")]
+        save_reward_model(Path(tmp) / "rm")
+        for i, (side, extra) in enumerate(runs):
+            out = Path(tmp) / f"result-{i}.json"
+            subprocess.run(
+                [sys.executable, __file__, *forwarded, "--side", side, "--reward-dir", str(Path(tmp) / "rm"),
+                 "--result", str(out), *extra],
+                check=True,
+            )
+            data = json.loads(out.read_text())
+            results.append(Result(data["name"], data["layout"], [Step(**s) for s in data["steps"]], data["threads"]))
     for r in results:
         if r.threads != results[0].threads:
             print(f"warning: {r.name} ran with {r.threads} threads", file=sys.stderr)

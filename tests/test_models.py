@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import platform
 import signal
 import subprocess
 import sys
@@ -162,3 +163,34 @@ def test_threads_setting(monkeypatch):
             models.set_threads(0)
     finally:
         torch.set_num_threads(before)
+
+
+_FAULTS_SCRIPT = """
+import resource, sys, torch
+from chatforge import models
+tuned = models.keep_freed_memory()
+def cycle():
+    x = torch.ones(16 << 20)  # 64 MiB: glibc would mmap it afresh each time
+    del x
+for _ in range(5):  # warm-up: the heap grows to what the loop needs
+    cycle()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(5):
+    cycle()
+print(tuned, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
+def test_training_processes_reuse_freed_memory_instead_of_faulting_it_in_again():
+    def faults(**env: str) -> tuple[str, int]:
+        out = subprocess.run([sys.executable, "-c", _FAULTS_SCRIPT], capture_output=True, text=True, check=True,
+                             env={**os.environ, **env}).stdout.split()
+        return out[0], int(out[1])
+
+    tuned, tuned_faults = faults()
+    system, system_faults = faults(CHATFORGE_MALLOC="system")
+    assert (tuned, system) == ("True", "False")
+    pages = 5 * (64 << 20) // 4096
+    assert system_faults > pages // 2  # the default: every 64 MiB block faulted in again
+    assert tuned_faults < pages // 20

@@ -328,6 +328,7 @@ def run_recipe(recipe: Recipe, out: str | Path, *, log: Log = _print) -> RunDire
             f"{run.root} holds a run of a different recipe; pass another --out, or delete the directory to start over"
         )
     recipe_file.write_text(as_yaml)
+    models.keep_freed_memory()  # the whole job trains and samples in this process (see models.keep_freed_memory)
     started = time.time()
     run.run_stage("base_eval", behaviour_stage(recipe, recipe.base), log)
     policy = recipe.base

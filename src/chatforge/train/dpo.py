@@ -233,6 +233,7 @@ class DPOTrainer:
 
         resume = self.config.resume if resume is None else resume
         models.set_threads(self.config.threads)
+        models.keep_freed_memory()
         try:
             PPOTrainer._prepare_output_dir(self, resume)  # type: ignore[arg-type]
             self.metrics = common.MetricsLog(

@@ -565,6 +565,7 @@ class PPOTrainer:
     def train(self, resume: bool | None = None) -> PPOResult:
         resume = self.config.resume if resume is None else resume
         models.set_threads(self.config.threads)
+        models.keep_freed_memory()
         try:
             self._prepare_output_dir(resume)
             self.metrics = common.MetricsLog(

@@ -436,6 +436,7 @@ class SFTTrainer:
         continue from the newest checkpoint in the output directory."""
         resume = self.config.resume if resume is None else resume
         models.set_threads(self.config.threads)
+        models.keep_freed_memory()
         try:
             self._prepare_output_dir(resume)
             self.metrics = common.MetricsLog(
