@@ -524,3 +524,25 @@ def test_cli_reports_bad_input_clearly(tmp_path, capsys):
     assert f"{bad}:2:" in err and "has 1 responses" in err
     assert reward.main(["--comparisons", str(bad), "--out", str(tmp_path / "rm")]) == 2
     assert "no model to start from" in capsys.readouterr().err
+
+
+def test_scores_follow_the_weights_and_equal_transformers_forward(base_rm):
+    model, tokenizer = base_rm
+    model = copy.deepcopy(model).eval()
+    scorer = RewardModel(model, tokenizer)
+    items = [("Name a colour.", "Blue."), ("What is 2 + 2?", "It is four, as two and two make four."),
+             ("Hi", "Hello! How can I help you today?")]
+
+    def transformers_scores() -> torch.Tensor:
+        sequences = [scorer.encode(item) for item in items]
+        with torch.no_grad():
+            return torch.stack([model(input_ids=torch.tensor([s])).logits[0, 0] for s in sequences])
+
+    before = scorer.score(items, batch_size=2, normalize=False)
+    assert scorer._lean_trunk() is not None  # the tiny Llama is served by the lean trunk
+    torch.testing.assert_close(torch.tensor(before), transformers_scores(), rtol=1e-5, atol=1e-5)
+    with torch.no_grad():  # the model moves on (as during training): the scores must follow
+        model.model.layers[0].mlp.down_proj.weight.mul_(3.0)
+    after = scorer.score(items, batch_size=2, normalize=False)
+    torch.testing.assert_close(torch.tensor(after), transformers_scores(), rtol=1e-5, atol=1e-5)
+    assert after != pytest.approx(before, abs=1e-4)

@@ -51,8 +51,9 @@ def base_model(model: Any) -> Any:
     return get() if callable(get) else model
 
 
-def unsupported_reason(model: Any) -> str | None:
-    """Why the lean decoder cannot run ``model`` (None when it can)."""
+def unsupported_reason(model: Any, *, head: bool = True) -> str | None:
+    """Why the lean decoder cannot run ``model`` (None when it can). ``head=False``: only its trunk is wanted (a
+    reward model, whose score head the caller applies to ``hidden_states``)."""
     inner = base_model(model)
     config = getattr(inner, "config", None)
     model_type = getattr(config, "model_type", None)
@@ -67,7 +68,9 @@ def unsupported_reason(model: Any) -> str | None:
     if window and getattr(config, "use_sliding_window", model_type == "mistral"):
         return "sliding-window attention"
     decoder = getattr(inner, "model", None)
-    if decoder is None or not hasattr(decoder, "layers") or not hasattr(inner, "lm_head"):
+    if decoder is None or not hasattr(decoder, "layers"):
+        return "no decoder stack at model.layers"
+    if head and not hasattr(inner, "lm_head"):
         return "not a causal LM with model.layers and lm_head"
     return None
 
@@ -234,11 +237,12 @@ def _effective(linear: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
 class LeanDecoder:
     """Prefill and decode for one supported model; see the module docstring."""
 
-    def __init__(self, model: Any, *, dtype: torch.dtype | None = None) -> None:
-        reason = unsupported_reason(model)
+    def __init__(self, model: Any, *, dtype: torch.dtype | None = None, head: bool = True) -> None:
+        reason = unsupported_reason(model, head=head)
         if reason is not None:
             raise ValueError(f"the lean decoder cannot run this model: {reason}")
         self.model = model
+        self.with_head = head  # False: the trunk only (hidden_states), no output head packed
         self.dtype = dtype if dtype is not None else default_decode_dtype(model)
         inner = base_model(model)
         config = inner.config
@@ -315,7 +319,7 @@ class LeanDecoder:
         self._layers = layers
         self._embed = _effective(inner.model.embed_tokens)[0].detach()
         self._norm = inner.model.norm.weight.detach().float()
-        self._head = fused(inner.lm_head)
+        self._head = fused(inner.lm_head) if self.with_head else None
 
     # ---- forward ------------------------------------------------------------------------------------------------
 
@@ -347,7 +351,10 @@ class LeanDecoder:
     @torch.inference_mode()
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """The output head on final hidden states, in float32."""
-        assert self._head is not None
+        if self._fingerprint is None:
+            self.refresh()
+        if self._head is None:
+            raise ValueError("this LeanDecoder was built with head=False (the trunk only)")
         return self._head(hidden.to(self.dtype)).float()
 
     def _blocks(self, input_ids: torch.Tensor, positions: torch.Tensor, cache: KVCache,

@@ -600,6 +600,32 @@ class RewardModel:
                 "would read the score at the wrong token (load both from the same reward-model checkpoint)"
             )
         self.device = next(model.parameters()).device
+        self._lean: Any = None  # LeanDecoder over the trunk, built at the first score() it can serve
+
+    def _lean_trunk(self) -> Any:
+        """The lean decoder (chatforge.decoder) over this model's trunk, in the model's own dtype, for no-grad
+        scoring on a CPU: 1.32 s against transformers' 1.66 s for 8 x 121 tokens on the 135M model (median of 5,
+        one process), agreeing with it to ~2e-6 in float32. None where it does not apply
+        (other architectures or devices): scoring then runs transformers' forward."""
+        from chatforge.decoder import LeanDecoder, unsupported_reason
+
+        if self._lean is None:
+            usable = self.device.type == "cpu" and unsupported_reason(self.model, head=False) is None
+            dtype = next(self.model.parameters()).dtype
+            self._lean = LeanDecoder(self.model, dtype=dtype, head=False) if usable else False
+        if self._lean is not False:
+            self._lean.refresh()  # the weights may have changed since (a reward model still training)
+            return self._lean
+        return None
+
+    def _lean_scores(self, lean: Any, sequences: Sequence[Sequence[int]]) -> torch.Tensor:
+        from chatforge.generation import left_padded
+
+        ids, valid, positions = left_padded(sequences, self.pad_id, self.device)
+        last = lean.hidden_states(ids, positions, valid.bool())[:, -1]  # left-padded: every last token at the end
+        base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+        head = base.score
+        return head(last.to(next(head.parameters()).dtype))[:, 0].float()
 
     @classmethod
     def load(
@@ -634,10 +660,14 @@ class RewardModel:
         was_training = self.model.training
         self.model.eval()
         try:
+            lean = self._lean_trunk() if sequences else None
             for start in range(0, len(order), batch_size):
                 chunk = order[start : start + batch_size]
-                input_ids, attention_mask = _pad([sequences[i] for i in chunk], self.pad_id, self.device)
-                values = _scores(self.model, input_ids, attention_mask).tolist()
+                if lean is not None:
+                    values = self._lean_scores(lean, [sequences[i] for i in chunk]).tolist()
+                else:
+                    input_ids, attention_mask = _pad([sequences[i] for i in chunk], self.pad_id, self.device)
+                    values = _scores(self.model, input_ids, attention_mask).tolist()
                 for i, value in zip(chunk, values, strict=True):
                     out[i] = value - self.offset if normalize else value
         finally:
