@@ -168,11 +168,11 @@ def sample_tokens(
 def draw(probs: torch.Tensor, generator: torch.Generator | None = None, block: int = 256) -> torch.Tensor:
     """One index per row of ``probs`` [B, V] (rows summing to 1), drawn by inverting the cumulative distribution.
 
-    ``torch.multinomial`` on a CPU draws a random number per vocabulary entry: 9.4 ms a step for 8 rows of
+    ``torch.multinomial`` on a CPU draws a random number per vocabulary entry: 9.5 ms a step for 8 rows of
     SmolLM2's 49k vocabulary, more than a decode step's matrix work at that batch. Inversion needs one uniform per
     row. A float32 running sum over 49k entries would misplace the rare tokens' intervals, so the search is in two
     levels, both in float64: which ``block`` of entries holds the draw, then where inside it (0.27 ms for the same
-    8 rows). A token of probability 0 (cut by top-k/top-p) is never chosen: each level lands strictly inside an
+    8 rows; bench/sampling.py). A token of probability 0 (cut by top-k/top-p) is never chosen: each level lands strictly inside an
     interval of positive width."""
     rows, vocab = probs.shape
     blocks = probs.new_zeros(rows, -(-vocab // block) * block)

@@ -604,8 +604,8 @@ class RewardModel:
 
     def _lean_trunk(self) -> Any:
         """The lean decoder (chatforge.decoder) over this model's trunk, in the model's own dtype, for no-grad
-        scoring on a CPU: 1.32 s against transformers' 1.66 s for 8 x 121 tokens on the 135M model (median of 5,
-        one process), agreeing with it to ~2e-6 in float32. None where it does not apply
+        scoring on a CPU: 1.82 s against transformers' 2.38 s for 8 x 148 tokens on the 135M model (bench/score.py),
+        agreeing with it to ~4e-6 in float32. None where it does not apply
         (other architectures or devices): scoring then runs transformers' forward."""
         from chatforge.decoder import LeanDecoder, unsupported_reason
 
