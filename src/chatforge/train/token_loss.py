@@ -122,9 +122,9 @@ class _FusedHeadCrossEntropy(torch.autograd.Function):
 class _FusedHeadLogprobs(torch.autograd.Function):
     """Per row, log p(target) under softmax(softcap(hidden @ weight.T) / temperature), and the distribution's
     entropy (for monitoring: no gradient). The softmax is worked out once per chunk and kept for the backward pass,
-    which is then (onehot - p) * grad: on SmolLM2's 49k vocabulary at 512 response tokens, the unfused
-    log_softmax + gather + a separate entropy (softmax, logsumexp, product) took ~0.6 s of a PPO step here, most of
-    it in fresh 100 MB allocations."""
+    which is then (onehot - p) * grad. Against the unfused log_softmax + gather + a separate entropy (softmax,
+    logsumexp, product), each a fresh 100 MB tensor at 512 response tokens x SmolLM2's 49k vocabulary, the head's
+    forward + backward measured 0.82 against 0.89 s side by side (its three matmuls are most of either)."""
 
     @staticmethod
     def forward(
