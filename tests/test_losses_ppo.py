@@ -149,4 +149,15 @@ def test_fused_head_logprobs_match_autograd_through_the_plain_formula(monkeypatc
     for expected, got in zip(*results, strict=True):
         torch.testing.assert_close(got, expected)
     assert not token_loss.head_logprobs(head, hidden, targets)[1].requires_grad  # entropy is monitored only
+    with torch.no_grad():  # the reference's path: nothing kept for a backward pass, the same numbers
+        no_grad_logprobs, no_grad_entropy = token_loss.head_logprobs(
+            head, hidden, targets, softcap=softcap, temperature=temperature
+        )
+    torch.testing.assert_close(no_grad_logprobs, results[0][0])
+    torch.testing.assert_close(no_grad_entropy, results[0][1])
+    logprobs_only, none = token_loss.head_logprobs(
+        head, hidden, targets, softcap=softcap, temperature=temperature, with_entropy=False
+    )
+    assert none is None
+    torch.testing.assert_close(logprobs_only.detach(), results[0][0])
     assert token_loss.head_logprobs(torch.nn.Sequential(head), hidden, targets) is None  # not a plain Linear

@@ -191,10 +191,10 @@ def sequence_forward(
     if not (with_entropy and entropy_grad):
         fused = token_loss.head_logprobs(
             parts.head, hidden, batch.targets, softcap=parts.softcap, temperature=temperature,
-            compute_dtype=compute_dtype,
+            compute_dtype=compute_dtype, with_entropy=with_entropy,
         )
         if fused is not None:
-            return TokenOutputs(fused[0], fused[1] if with_entropy else None, hidden)
+            return TokenOutputs(fused[0], fused[1], hidden)
     with torch.autocast(hidden.device.type, enabled=False):
         weight = getattr(parts.head, "weight", None)
         if compute_dtype is not None and weight is not None and type(parts.head) is torch.nn.Linear:
