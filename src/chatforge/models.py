@@ -88,7 +88,7 @@ def keep_freed_memory() -> bool:
                 m_trim_threshold, m_mmap_max = -1, -4  # <malloc.h>
                 _ALLOCATOR_TUNED = libc.mallopt(m_mmap_max, 0) == 1 and libc.mallopt(m_trim_threshold, -1) == 1
             except (OSError, AttributeError):
-                _ALLOCATOR_TUNED = False
+                pass  # no mallopt to call: malloc stays as it is
     return _ALLOCATOR_TUNED
 
 

@@ -619,12 +619,12 @@ class RewardModel:
         return None
 
     def _lean_scores(self, lean: Any, sequences: Sequence[Sequence[int]]) -> torch.Tensor:
+        from chatforge.decoder import base_model
         from chatforge.generation import left_padded
 
         ids, valid, positions = left_padded(sequences, self.pad_id, self.device)
         last = lean.hidden_states(ids, positions, valid.bool())[:, -1]  # left-padded: every last token at the end
-        base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
-        head = base.score
+        head = base_model(self.model).score
         return head(last.to(next(head.parameters()).dtype))[:, 0].float()
 
     @classmethod
