@@ -56,7 +56,7 @@ from pydantic import ConfigDict
 from torch import nn
 
 from chatforge import chat, models
-from chatforge.decoder import LeanDecoder, unsupported_reason
+from chatforge.decoder import LeanDecoder, base_model, unsupported_reason
 from chatforge.generation import SamplingParams, TorchEngine, left_padded
 from chatforge.train import common, losses, packing, rollout, token_loss
 from chatforge.train import config as config_io
@@ -262,7 +262,7 @@ class _Batch:
 
 
 def _hidden_size(model: Any) -> int:
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = base_model(model)
     config = base.config.get_text_config() if hasattr(base.config, "get_text_config") else base.config
     return int(config.hidden_size)
 

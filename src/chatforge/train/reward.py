@@ -53,6 +53,7 @@ from torch import nn
 
 from chatforge import chat, models
 from chatforge.data.comparisons import Comparison, ComparisonError, load_comparisons
+from chatforge.decoder import base_model
 from chatforge.evaluate.reward import PlottingUnavailable, evaluate_reward_model, require_matplotlib
 from chatforge.train import common, losses, packing, token_loss
 from chatforge.train.config import ConfigIO, add_config_arguments
@@ -409,7 +410,7 @@ class _PackedScores(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor, last_index: torch.Tensor) -> torch.Tensor:
         model: Any = self.model
-        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        base = base_model(model)
         trunk, head = getattr(base, base.base_model_prefix), base.score  # (head: PEFT's trainable copy with LoRA)
         hidden = token_loss.hidden_at(trunk, input_ids, position_ids, last_index)
         return head(hidden)[:, 0].float()
@@ -619,7 +620,6 @@ class RewardModel:
         return None
 
     def _lean_scores(self, lean: Any, sequences: Sequence[Sequence[int]]) -> torch.Tensor:
-        from chatforge.decoder import base_model
         from chatforge.generation import left_padded
 
         ids, valid, positions = left_padded(sequences, self.pad_id, self.device)

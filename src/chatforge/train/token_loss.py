@@ -22,6 +22,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from chatforge.decoder import base_model
+
 # Logits elements per chunk (float32: 256 MiB). Gemma's 262k vocabulary gives chunks of 256 rows.
 CHUNK_ELEMENTS = 1 << 26
 
@@ -37,7 +39,7 @@ class LMParts:
 
 def lm_parts(model: Any) -> LMParts:
     """Split a causal LM (possibly wrapped by peft) into decoder, head and logit soft-capping."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = base_model(model)
     decoder = base.get_decoder()
     head = base.get_output_embeddings()
     if decoder is base or head is None:
