@@ -9,6 +9,8 @@ import os
 import sys
 from collections.abc import Sequence
 
+from chatforge.quiet import quiet_transformers
+
 DEFAULT_CHAT_MODEL = "smollm2-135m-instruct"
 
 # Stage modules that add their own commands (each exposes register_cli(subparsers)).
@@ -20,15 +22,6 @@ STAGE_MODULES = (
     "chatforge.train.dpo",
     "chatforge.serve",
 )
-
-
-def _quiet_transformers() -> None:
-    # Loading bars and advisory warnings from transformers drown a terminal chat; errors still show.
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
 
 
 def add_sampling_args(parser: argparse.ArgumentParser, *, temperature: float = 0.7) -> None:
@@ -51,7 +44,7 @@ def add_runtime_args(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
-    _quiet_transformers()
+    quiet_transformers()
     from chatforge import models
     from chatforge.generation import SamplingParams, TorchEngine
     from chatforge.terminal import ChatSession, context_limit, run_chat
@@ -108,7 +101,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_eval_behaviours(args: argparse.Namespace) -> int:
-    _quiet_transformers()
+    quiet_transformers()
     from chatforge import models
     from chatforge.evaluate.behaviour import evaluate_behaviours, heldout_prompts
     from chatforge.generation import TorchEngine
@@ -140,7 +133,7 @@ def cmd_eval_behaviours(args: argparse.Namespace) -> int:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    _quiet_transformers()
+    quiet_transformers()
     import itertools
 
     from chatforge import models
@@ -180,7 +173,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def cmd_rate(args: argparse.Namespace) -> int:
-    _quiet_transformers()
+    quiet_transformers()
     from chatforge.data.comparisons import save_comparisons
     from chatforge.raters.simulated import RatingError, calibrated_panel, load_tasks, rate_tasks
 
@@ -228,7 +221,7 @@ def _parse_set(items: Sequence[str]) -> dict[str, object]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    _quiet_transformers()
+    quiet_transformers()
     import shutil
 
     from chatforge.recipe import RecipeError, check_resources, load_recipe

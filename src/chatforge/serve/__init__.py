@@ -42,11 +42,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(store.create_api_key(user.id))  # the only time the key is shown
         return 0
     from chatforge import models
-    from chatforge.cli import _quiet_transformers
+    from chatforge.quiet import quiet_transformers
     from chatforge.serve.app import ServeConfig, create_app
     from chatforge.serve.moderation import Moderator
 
-    _quiet_transformers()
+    quiet_transformers()
     models.set_threads(args.threads)
     try:
         moderator = Moderator.from_file(args.moderation) if args.moderation else Moderator()

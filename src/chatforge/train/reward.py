@@ -42,7 +42,7 @@ import tempfile
 import time
 import typing
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -55,6 +55,7 @@ from chatforge import chat, models
 from chatforge.data.comparisons import Comparison, ComparisonError, load_comparisons
 from chatforge.decoder import base_model
 from chatforge.evaluate.reward import PlottingUnavailable, evaluate_reward_model, require_matplotlib
+from chatforge.quiet import transformers_quietly
 from chatforge.train import common, losses, packing, token_loss
 from chatforge.train.config import ConfigIO, add_config_arguments
 from chatforge.train.config import config_from_args as config_from_args_of
@@ -469,23 +470,6 @@ def _ranked_rewards(scores: torch.Tensor, batch: _Batch) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _quiet_transformers() -> Iterator[None]:
-    """No progress bars or load reports from transformers: a fresh score head is expected, not news."""
-    from transformers.utils import logging as hf_logging
-
-    verbosity = hf_logging.get_verbosity()
-    bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        if bars:
-            hf_logging.enable_progress_bar()
-
-
 def resolve_start(name_or_path: str | os.PathLike[str]) -> str:
     """A chatforge SFT (or RM) run directory means its ``final/`` model; anything else is passed on as is."""
     path = Path(name_or_path).expanduser()
@@ -499,7 +483,7 @@ def _sequence_classifier(source: str, tokenizer: Any, seed: int) -> tuple[Any, A
 
     tokenizer = prepare_tokenizer(tokenizer)
     # The head of a causal LM checkpoint is new, drawn from torch's RNG: seed it so a run is reproducible.
-    with torch.random.fork_rng(devices=[]), _quiet_transformers():
+    with torch.random.fork_rng(devices=[]), transformers_quietly():
         torch.manual_seed(seed)
         model = AutoModelForSequenceClassification.from_pretrained(
             source, num_labels=1, pad_token_id=tokenizer.pad_token_id, dtype=torch.float32
@@ -511,7 +495,7 @@ def reward_model_from_causal_lm(model: Any, tokenizer: Any, *, seed: int = 0) ->
     """A fresh one-label sequence-classification model with ``model``'s weights (through a temporary checkpoint,
     so that transformers builds the class it would build from disk) and the prepared tokenizer."""
     with tempfile.TemporaryDirectory(prefix="chatforge-rm-") as tmp:
-        with _quiet_transformers():
+        with transformers_quietly():
             models.save_checkpoint(model, tokenizer, Path(tmp) / "lm")
         classifier, prepared = _sequence_classifier(str(Path(tmp) / "lm"), tokenizer, seed)
     # Keep the causal LM's own origin rather than the deleted temporary directory, which peft would otherwise
@@ -637,7 +621,7 @@ class RewardModel:
         source = resolve_start(path)
         if not (Path(source) / "config.json").is_file():
             raise models.ModelNotFoundError(f"{path} is not a reward-model checkpoint (no config.json)")
-        with _quiet_transformers():
+        with transformers_quietly():
             model = AutoModelForSequenceClassification.from_pretrained(
                 source, dtype=models.parse_dtype(dtype)
             )
@@ -1088,7 +1072,7 @@ class RewardTrainer:
             log.info("resumed from %s (step %d of %d)", checkpoint, self.step, self.total_steps)
 
     def _save_model(self, target: Path) -> None:
-        with _quiet_transformers():
+        with transformers_quietly():
             if self.config.lora:
                 # Merge into a copy: merging in place and unmerging would not restore the weights bit for bit.
                 merged = copy.deepcopy(self.model).merge_and_unload()
