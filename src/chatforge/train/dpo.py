@@ -17,10 +17,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import logging
 import random
-import shutil
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -33,14 +31,12 @@ from pydantic import ConfigDict
 from torch import nn
 
 from chatforge import chat, models
-from chatforge.train import common, losses, packing, rollout
+from chatforge.train import common, losses, packing, rollout, starting_point
 from chatforge.train import config as config_io
-from chatforge.train.sft import SFTTrainer, _link_tree, _with_lora
+from chatforge.train.checkpoint import CheckpointedTrainer
 
 log = logging.getLogger(__name__)
 
-STATE_FILE = "trainer_state.pt"
-STATE_VERSION = 1
 
 
 class DPOConfigError(ValueError):
@@ -170,7 +166,14 @@ class DPOResult:
     adapter_dir: Path | None
 
 
-class DPOTrainer:
+class DPOTrainer(CheckpointedTrainer[DPOResult]):
+    """DPO on ``policy`` (trained in place; with LoRA ``trainer.model`` is the peft model) from comparisons."""
+
+    what = "DPO"
+    config_error = DPOConfigError
+    plan_note = "pairs the number of preference pairs"
+    config: DPOConfig
+
     def __init__(
         self,
         config: DPOConfig,
@@ -180,12 +183,8 @@ class DPOTrainer:
         *,
         on_log: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
-        self.config = config
+        super().__init__(config, next(policy.parameters()).device, on_log)
         self.tokenizer = tokenizer
-        self.on_log = on_log
-        self.output_dir = Path(config.output_dir)
-        self.device = next(policy.parameters()).device
-        self.dist = common.Distributed.setup(self.device)
         self.pairs = preference_pairs(tokenizer, comparisons, config.max_seq_len)
         if len(self.pairs) < config.batch_pairs * self.dist.world_size:
             raise DPOConfigError(f"{len(self.pairs)} preference pairs: fewer than one step takes")
@@ -193,7 +192,7 @@ class DPOTrainer:
         random.seed(config.seed)
         torch.manual_seed(config.seed)
         if config.lora:
-            policy = _with_lora(policy, config)  # type: ignore[arg-type]
+            policy = starting_point.with_lora(policy, config)
         self.model = policy.eval()
         self.bf16 = common.bf16_supported(self.device) if config.bf16 == "auto" else bool(config.bf16)
         self._module = _SequenceLogprobs(self.model, torch.bfloat16 if self.bf16 else None)
@@ -204,9 +203,7 @@ class DPOTrainer:
         self.scheduler = get_constant_schedule_with_warmup(self.optimizer, config.warmup_steps)
         self.steps_per_epoch = len(self.pairs) // (config.batch_pairs * self.dist.world_size)
         self.total_steps = config.max_steps or self.steps_per_epoch * config.epochs
-        self.step = 0
         self.reference = self._reference_logprobs()  # [pairs, 2], before any update
-        self.metrics = common.MetricsLog(self.output_dir / "metrics.jsonl", active=False)
 
     def _pack(self, indices: Sequence[int]) -> rollout.Packed:
         sequences = [s for i in indices for s in (self.pairs[i].chosen, self.pairs[i].rejected)]
@@ -228,24 +225,6 @@ class DPOTrainer:
         first = (within * self.dist.world_size + self.dist.rank) * size
         return order[first : first + size]
 
-    def train(self, resume: bool | None = None) -> DPOResult:
-        from chatforge.train.ppo import PPOTrainer  # the run-directory handling is the same as PPO's
-
-        resume = self.config.resume if resume is None else resume
-        models.set_threads(self.config.threads)
-        models.keep_freed_memory()
-        try:
-            PPOTrainer._prepare_output_dir(self, resume)  # type: ignore[arg-type]
-            self.metrics = common.MetricsLog(
-                self.output_dir / "metrics.jsonl", active=self.dist.is_main, tensorboard=self.config.tensorboard
-            )
-            if resume:
-                self._load_latest_checkpoint()
-            return self._run()
-        finally:
-            self.metrics.close()
-            self.dist.close()
-
     def _run(self) -> DPOResult:
         module: nn.Module = self._module
         if self.dist.active:
@@ -253,6 +232,7 @@ class DPOTrainer:
 
             module = DistributedDataParallel(self._module)
         loss_value = accuracy = None
+        run_started = time.monotonic()
         while self.step < self.total_steps:
             started = time.monotonic()
             indices = self.step_pairs(self.step)
@@ -278,62 +258,24 @@ class DPOTrainer:
                       "margin": margin / total, "reward_chosen": rc / total, "reward_rejected": rr / total,
                       "grad_norm": grad_norm, "lr": float(self.scheduler.get_last_lr()[0]),
                       "step_time": time.monotonic() - started}
-            self.metrics.write(record)
-            if self.on_log is not None:
-                self.on_log(record)
-            if (self.config.save_every and self.step % self.config.save_every == 0) or self.step == self.total_steps:
-                self._save_checkpoint()
-        final, adapter = self.output_dir / "final", self.output_dir / "adapter"
-        if self.dist.is_main:
-            checkpoint = self._checkpoint_dir(self.step)
-            common.write_dir_atomically(final, lambda tmp: _link_tree(checkpoint / "model", tmp))
-            if self.config.lora:
-                common.write_dir_atomically(adapter, lambda tmp: _link_tree(checkpoint / "adapter", tmp))
-        self.dist.barrier()
-        return DPOResult(self.step, loss_value, accuracy, self._checkpoint_dir(self.step), final,
-                         adapter if self.config.lora else None)
+            self.log(record)
+            if self._save_due():
+                self.save_checkpoint(self._elapsed(run_started))
+        final, adapter = self.publish_final()
+        return DPOResult(self.step, loss_value, accuracy, self.checkpoint_dir(self.step), final, adapter)
 
-    def _checkpoint_dir(self, step: int) -> Path:
-        return self.output_dir / f"checkpoint-{step}"
+    # ----------------------------------------------------------------------------------------------------------
+    # What the run directory saves (see checkpoint.CheckpointedTrainer): the reference log-probs too
+    # ----------------------------------------------------------------------------------------------------------
 
-    def _save_checkpoint(self) -> None:
-        rng_states = self.dist.gather(common.rng_state())
-        if self.dist.is_main:
-            state = {"version": STATE_VERSION, "step": self.step, "optimizer": self.optimizer.state_dict(),
-                     "scheduler": self.scheduler.state_dict(), "rng": rng_states, "reference": self.reference,
-                     "plan": {"seed": self.config.seed, "batch_pairs": self.config.batch_pairs,
-                              "world_size": self.dist.world_size, "pairs": len(self.pairs)}}
+    def plan_signature(self) -> dict[str, Any]:
+        return self._plan(("seed", "batch_pairs"), pairs=len(self.pairs))
 
-            def fill(tmp: Path) -> None:
-                SFTTrainer._save_model(self, tmp / "model")  # type: ignore[arg-type]
-                if self.config.lora:
-                    self.model.save_pretrained(tmp / "adapter")
-                (tmp / "trainer_state.json").write_text(json.dumps({"step": self.step, "config": self.config.to_dict()}, indent=2))
-                torch.save(state, tmp / STATE_FILE)
+    def _extra_state(self) -> dict[str, Any]:
+        return {"reference": self.reference}
 
-            common.write_dir_atomically(self._checkpoint_dir(self.step), fill)
-            if self.config.save_limit is not None:
-                for _, old in common.checkpoints(self.output_dir, marker=STATE_FILE)[: -self.config.save_limit]:
-                    shutil.rmtree(old, ignore_errors=True)
-        self.dist.barrier()
-
-    def _load_latest_checkpoint(self) -> None:
-        checkpoint = common.latest_checkpoint(self.output_dir, marker=STATE_FILE)
-        if checkpoint is None:
-            self.metrics.keep_until(0)
-            return
-        state = torch.load(checkpoint / STATE_FILE, map_location="cpu", weights_only=True)
-        plan = {"seed": self.config.seed, "batch_pairs": self.config.batch_pairs,
-                "world_size": self.dist.world_size, "pairs": len(self.pairs)}
-        if state.get("version") != STATE_VERSION or state["plan"] != plan:
-            raise DPOConfigError(f"cannot resume from {checkpoint}: {state.get('plan')} -> {plan}")
-        common.restore_weights(self.model, checkpoint, lora=self.config.lora, error=DPOConfigError)
+    def _restore_extra_state(self, state: dict[str, Any]) -> None:
         self.reference = state["reference"]  # the initial policy's, not the checkpoint's
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.step = int(state["step"])
-        common.set_rng_state(state["rng"][self.dist.rank])
-        self.metrics.keep_until(self.step)
 
 
 _ALIASES = {"output_dir": ["--out"], "learning_rate": ["--lr"]}
@@ -347,10 +289,9 @@ def run_command(args: argparse.Namespace) -> int:
             raise DPOConfigError("give --policy and --comparisons")
         models.set_threads(config.threads)
         from chatforge.data.comparisons import load_comparisons
-        from chatforge.train.ppo import load_policy
 
         comparisons = load_comparisons(config.comparisons)
-        policy, tokenizer = load_policy(config.policy)
+        policy, tokenizer = starting_point.load_policy(config.policy)
         trainer = DPOTrainer(config, policy, tokenizer, comparisons)
         result = trainer.train()
     except (DPOConfigError, chat.ConversationError, models.ModelNotFoundError, FileExistsError, ValueError) as err:

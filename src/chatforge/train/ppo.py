@@ -58,14 +58,13 @@ from torch import nn
 from chatforge import chat, models
 from chatforge.decoder import LeanDecoder, base_model, unsupported_reason
 from chatforge.generation import SamplingParams, TorchEngine, left_padded
-from chatforge.train import common, losses, packing, rollout, token_loss
+from chatforge.train import common, losses, packing, rollout, starting_point, token_loss
 from chatforge.train import config as config_io
-from chatforge.train.sft import SFTTrainer, _link_tree, _with_lora, read_conversations
+from chatforge.train.checkpoint import CheckpointedTrainer, read_jsonl
+from chatforge.train.sft import read_conversations
 
 log = logging.getLogger(__name__)
 
-STATE_FILE = "trainer_state.pt"
-STATE_VERSION = 1
 
 
 class PPOConfigError(ValueError):
@@ -267,8 +266,14 @@ def _hidden_size(model: Any) -> int:
     return int(config.hidden_size)
 
 
-class PPOTrainer:
+class PPOTrainer(CheckpointedTrainer[PPOResult]):
     """PPO on ``policy`` (trained in place; with LoRA ``trainer.model`` is the peft model) against ``reward``."""
+
+    what = "PPO"
+    config_error = PPOConfigError
+    plan_note = "prompts a hash of the prompts"
+    run_files = ("metrics.jsonl", "run.json", "reward_kl.png")
+    config: PPOConfig
 
     def __init__(
         self,
@@ -281,12 +286,9 @@ class PPOTrainer:
         *,
         on_log: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
-        self.config = config
+        super().__init__(config, next(policy.parameters()).device, on_log)
         self.tokenizer = tokenizer
-        self.on_log = on_log
-        self.output_dir = Path(config.output_dir)
-        self.device = next(policy.parameters()).device
-        self.dist = common.Distributed.setup(self.device)
+        self.total_steps = config.steps
         self.score = rollout.scorer(reward, config.reward_batch_size)
         self.contexts = [rollout.as_context(p) for p in prompts]
         if not self.contexts:
@@ -301,8 +303,7 @@ class PPOTrainer:
         random.seed(config.seed)
         torch.manual_seed(config.seed)
         if config.lora:
-            # _with_lora reads only the lora_* fields, which PPOConfig shares with SFTConfig
-            policy = _with_lora(policy, config)  # type: ignore[arg-type]
+            policy = starting_point.with_lora(policy, config)
             self.reference = None  # the same weights with the adapters disabled
         else:
             self.reference = copy.deepcopy(policy).eval().requires_grad_(False)
@@ -328,9 +329,7 @@ class PPOTrainer:
         self.scheduler = get_constant_schedule_with_warmup(self.optimizer, config.warmup_steps)
         self.engine = TorchEngine(self.model, tokenizer, decode_dtype=config.decode_dtype)
         self.kl_coef = float(config.kl_coef)
-        self.step = 0
-        self._elapsed_before = 0.0
-        self.metrics = common.MetricsLog(self.output_dir / "metrics.jsonl", active=False)
+        self._updates_done = 0  # optimizer steps so far (they pick the PPO-ptx batches)
 
     # ----------------------------------------------------------------------------------------------------------
     # Data
@@ -562,24 +561,6 @@ class PPOTrainer:
     # The loop
     # ----------------------------------------------------------------------------------------------------------
 
-    def train(self, resume: bool | None = None) -> PPOResult:
-        resume = self.config.resume if resume is None else resume
-        models.set_threads(self.config.threads)
-        models.keep_freed_memory()
-        try:
-            self._prepare_output_dir(resume)
-            self.metrics = common.MetricsLog(
-                self.output_dir / "metrics.jsonl", active=self.dist.is_main, tensorboard=self.config.tensorboard
-            )
-            self._updates_done = 0
-            if resume:
-                self._load_latest_checkpoint()
-            return self._run()
-        finally:
-            self.metrics.close()
-            self.model.eval()
-            self.dist.close()
-
     def _run(self) -> PPOResult:
         config = self.config
         module: nn.Module = self._module
@@ -587,13 +568,8 @@ class PPOTrainer:
             from torch.nn.parallel import DistributedDataParallel
 
             module = DistributedDataParallel(self._module)
-        if self.dist.is_main:
-            common.write_text_atomically(
-                self.output_dir / "run.json",
-                json.dumps({"config": config.to_dict(), "world_size": self.dist.world_size, "bf16": self.bf16,
-                            "prompts": len(self.contexts), "trainable_parameters": sum(p.numel() for p in self.trainable)},
-                           indent=2) + "\n",
-            )
+        self.write_run_info({"config": config.to_dict(), "world_size": self.dist.world_size, "bf16": self.bf16,
+                             "prompts": len(self.contexts), "trainable_parameters": sum(p.numel() for p in self.trainable)})
         from tqdm.auto import tqdm
 
         bar = tqdm(total=config.steps, initial=self.step, unit="step", dynamic_ncols=True,
@@ -617,110 +593,47 @@ class PPOTrainer:
                       "tokens_per_s": stats["response_tokens"] / step_time if step_time > 0 else 0.0,
                       "generation_share": stats["generation_time"] / step_time if step_time > 0 else 0.0,
                       "step_time": step_time,
-                      "elapsed": self._elapsed_before + time.monotonic() - started}
-            self._log(record)
+                      "elapsed": self._elapsed(started)}
+            self.log(record)
             bar.set_postfix(reward=f"{stats['reward']:.3f}", kl=f"{stats['kl']:.3f}", refresh=False)
             bar.update(1)
-            done = self.step == config.steps
-            if (config.save_every and self.step % config.save_every == 0) or done:
-                self._save_checkpoint(self._elapsed_before + time.monotonic() - started)
+            if self._save_due():
+                self.save_checkpoint(self._elapsed(started))
         bar.close()
-        final_dir, adapter_dir = self._publish_final()
+        final_dir, adapter_dir = self.publish_final()
         if self.dist.is_main:
             try:
                 plot_curves(self.output_dir / "metrics.jsonl", self.output_dir / "reward_kl.png")
             except ImportError:
                 log.warning("matplotlib is not installed: no reward_kl.png")
-        return PPOResult(self.step, stats.get("reward"), stats.get("kl"), self._checkpoint_dir(self.step), final_dir, adapter_dir)
-
-    def _log(self, record: dict[str, Any]) -> None:
-        self.metrics.write(record)
-        if self.on_log is not None:
-            self.on_log(record)
+        return PPOResult(self.step, stats.get("reward"), stats.get("kl"), self.checkpoint_dir(self.step), final_dir, adapter_dir)
 
     # ----------------------------------------------------------------------------------------------------------
-    # Checkpoints
+    # What the run directory saves (see checkpoint.CheckpointedTrainer): the value head and the KL controller too
     # ----------------------------------------------------------------------------------------------------------
 
-    def _checkpoint_dir(self, step: int) -> Path:
-        return self.output_dir / f"checkpoint-{step}"
-
-    def _prepare_output_dir(self, resume: bool) -> None:
-        common.prepare_run_dir(
-            self.output_dir, self.dist, resume=resume, overwrite=self.config.overwrite, what="PPO",
-            state_file=STATE_FILE, files=("metrics.jsonl", "run.json", "reward_kl.png"),
-        )
-
-    def _plan_signature(self) -> dict[str, Any]:
+    def plan_signature(self) -> dict[str, Any]:
         digest = hashlib.sha256(
             json.dumps([[m.to_dict() for m in c] for c in self.contexts], sort_keys=True).encode()
         ).hexdigest()[:16]
-        return {"seed": self.config.seed, "batch_size": self.config.batch_size, "lora": self.config.lora,
-                "world_size": self.dist.world_size, "prompts": digest}
+        return self._plan(("seed", "batch_size", "lora"), prompts=digest)
 
-    def _save_checkpoint(self, elapsed: float) -> None:
-        rng_states = self.dist.gather(common.rng_state())
-        if self.dist.is_main:
-            state = {
-                "version": STATE_VERSION, "step": self.step, "plan": self._plan_signature(),
-                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                "value_head": self.value_head.state_dict(), "kl_coef": self.kl_coef,
-                "updates_done": self._updates_done, "rng": rng_states, "elapsed": elapsed,
-            }
+    def _extra_state(self) -> dict[str, Any]:
+        return {"value_head": self.value_head.state_dict(), "kl_coef": self.kl_coef, "updates_done": self._updates_done}
 
-            def fill(tmp: Path) -> None:
-                # SFT's model writer (merged copy with LoRA) reads only .config.lora, .model and .tokenizer.
-                SFTTrainer._save_model(self, tmp / "model")  # type: ignore[arg-type]
-                _save_value_head(self.value_head, tmp)  # beside model/, which resume loads whole
-                if self.config.lora:
-                    self.model.save_pretrained(tmp / "adapter")
-                (tmp / "trainer_state.json").write_text(
-                    json.dumps({"step": self.step, "kl_coef": self.kl_coef, "elapsed": elapsed,
-                                "config": self.config.to_dict()}, indent=2) + "\n", encoding="utf-8")
-                torch.save(state, tmp / STATE_FILE)
-
-            common.write_dir_atomically(self._checkpoint_dir(self.step), fill)
-            if self.config.save_limit is not None:
-                for _, old in common.checkpoints(self.output_dir, marker=STATE_FILE)[: -self.config.save_limit]:
-                    shutil.rmtree(old, ignore_errors=True)
-        self.dist.barrier()
-
-    def _load_latest_checkpoint(self) -> None:
-        checkpoint = common.latest_checkpoint(self.output_dir, marker=STATE_FILE)
-        if checkpoint is None:
-            self.metrics.keep_until(0)
-            return
-        state = common.read_trainer_state(
-            checkpoint, state_file=STATE_FILE, version=STATE_VERSION, plan=self._plan_signature(), error=PPOConfigError,
-            hash_note="prompts a hash of the prompts",
-        )
-        common.restore_weights(self.model, checkpoint, lora=self.config.lora, error=PPOConfigError)
+    def _restore_extra_state(self, state: dict[str, Any]) -> None:
         self.value_head.load_state_dict(state["value_head"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.step = int(state["step"])
         self.kl_coef = float(state["kl_coef"])
         self._updates_done = int(state["updates_done"])
-        self._elapsed_before = float(state["elapsed"])
-        common.set_rng_state(state["rng"][self.dist.rank])
-        self.metrics.keep_until(self.step)
-        if self.dist.is_main:
-            log.info("resumed from %s (step %d of %d)", checkpoint, self.step, self.config.steps)
 
-    def _publish_final(self) -> tuple[Path, Path | None]:
-        final, adapter = self.output_dir / "final", self.output_dir / "adapter"
-        if self.dist.is_main:
-            checkpoint = self._checkpoint_dir(self.step)
+    def _checkpoint_summary(self, elapsed: float) -> dict[str, Any]:
+        return {"step": self.step, "kl_coef": self.kl_coef, "elapsed": elapsed, "config": self.config.to_dict()}
 
-            def fill(tmp: Path) -> None:
-                _link_tree(checkpoint / "model", tmp)
-                shutil.copy2(checkpoint / "value_head.safetensors", tmp / "value_head.safetensors")
+    def _fill_checkpoint(self, tmp: Path) -> None:
+        _save_value_head(self.value_head, tmp)  # beside model/, which resume loads whole
 
-            common.write_dir_atomically(final, fill)
-            if self.config.lora:
-                common.write_dir_atomically(adapter, lambda tmp: _link_tree(checkpoint / "adapter", tmp))
-        self.dist.barrier()
-        return final, adapter if self.config.lora else None
+    def _fill_final(self, tmp: Path, checkpoint: Path) -> None:
+        shutil.copy2(checkpoint / "value_head.safetensors", tmp / "value_head.safetensors")
 
 
 def _cumulative(lengths: Sequence[int]) -> list[tuple[int, int]]:
@@ -745,7 +658,7 @@ def plot_curves(metrics_path: Path, out: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    records = [r for r in common.read_jsonl(metrics_path) if r.get("kind") == "train"]
+    records = [r for r in read_jsonl(metrics_path) if r.get("kind") == "train"]
     steps = [r["step"] for r in records]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
     ax1.plot(steps, [r["reward"] for r in records], label="reward model score")
@@ -774,13 +687,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     config_io.add_config_arguments(parser, PPOConfig, _ALIASES)
 
 
-def load_policy(name: str) -> tuple[Any, Any]:
-    """The policy to start from: an SFT run directory (its ``final/``) or anything ``models.load_model`` takes."""
-    from chatforge.train.reward import resolve_start
-
-    return models.load_model(resolve_start(name))
-
-
 def run_command(args: argparse.Namespace) -> int:
     """``chatforge ppo``: load policy, reward model, prompts (and PPO-ptx data); train."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -797,7 +703,7 @@ def run_command(args: argparse.Namespace) -> int:
         assert config.policy and config.reward_model and config.prompts
         prompts = load_prompts(config.prompts, seed=config.seed)
         ptx = read_conversations(config.ptx_data) if config.ptx_data else None
-        policy, tokenizer = load_policy(config.policy)
+        policy, tokenizer = starting_point.load_policy(config.policy)
         reward = RewardModel.load(config.reward_model)
         trainer = PPOTrainer(config, policy, tokenizer, reward, prompts, ptx)
         result = trainer.train()

@@ -36,7 +36,6 @@ import logging
 import math
 import os
 import random
-import shutil
 import sys
 import tempfile
 import time
@@ -56,15 +55,14 @@ from chatforge.data.comparisons import Comparison, ComparisonError, load_compari
 from chatforge.decoder import base_model
 from chatforge.evaluate.reward import PlottingUnavailable, evaluate_reward_model, require_matplotlib
 from chatforge.quiet import transformers_quietly
-from chatforge.train import common, losses, packing, token_loss
+from chatforge.train import common, losses, packing, starting_point, token_loss
+from chatforge.train.checkpoint import CheckpointedTrainer
 from chatforge.train.config import ConfigIO, add_config_arguments
 from chatforge.train.config import config_from_args as config_from_args_of
-from chatforge.train.sft import SFTDataError, _link_tree, read_conversations
+from chatforge.train.sft import SFTDataError, read_conversations
 
 log = logging.getLogger(__name__)
 
-STATE_FILE = "trainer_state.pt"  # its presence marks a complete checkpoint
-STATE_VERSION = 1
 
 # Keys chatforge adds to the saved Hugging Face config of a reward model.
 OFFSET_KEY = "chatforge_reward_offset"  # mean raw score of the reference responses; RewardModel subtracts it
@@ -470,14 +468,6 @@ def _ranked_rewards(scores: torch.Tensor, batch: _Batch) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------------------------
 
 
-def resolve_start(name_or_path: str | os.PathLike[str]) -> str:
-    """A chatforge SFT (or RM) run directory means its ``final/`` model; anything else is passed on as is."""
-    path = Path(name_or_path).expanduser()
-    if path.is_dir() and not (path / "config.json").is_file() and (path / "final" / "config.json").is_file():
-        return str(path / "final")
-    return str(name_or_path)
-
-
 def _sequence_classifier(source: str, tokenizer: Any, seed: int) -> tuple[Any, Any]:
     from transformers import AutoModelForSequenceClassification
 
@@ -509,7 +499,7 @@ def reward_model_from_causal_lm(model: Any, tokenizer: Any, *, seed: int = 0) ->
 def load_reward_base(name_or_path: str | os.PathLike[str], *, seed: int = 0) -> tuple[Any, Any]:
     """(sequence-classification model, prepared tokenizer) to train from: an SFT run directory, a checkpoint,
     a packaged model, ``tiny`` or a hub id (anything ``models.load_model`` accepts). float32 weights."""
-    name = resolve_start(name_or_path)
+    name = starting_point.resolve_start(name_or_path)
     if name == models.TINY:
         lm, tokenizer = models.build_tiny()
         return reward_model_from_causal_lm(lm, tokenizer, seed=seed)
@@ -618,7 +608,7 @@ class RewardModel:
         """Load a reward-model checkpoint (a run directory means its ``final/``)."""
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        source = resolve_start(path)
+        source = starting_point.resolve_start(path)
         if not (Path(source) / "config.json").is_file():
             raise models.ModelNotFoundError(f"{path} is not a reward-model checkpoint (no config.json)")
         with transformers_quietly():
@@ -683,10 +673,17 @@ class RewardResult:
 _PLAN_FIELDS = ("seed", "batch_prompts", "grad_accum", "max_seq_len", "lora")
 
 
-class RewardTrainer:
+class RewardTrainer(CheckpointedTrainer[RewardResult]):
     """Train a one-label sequence-classification ``model`` on ranked comparisons, in place (with LoRA, adapters
     are added; ``trainer.model`` is the model being trained). ``references`` (conversations ending in a reference
     reply) set the normalisation; default: the top-ranked responses of the training comparisons."""
+
+    what = "reward-model"
+    config_error = RewardConfigError
+    plan_note = "data a hash of the tokenized comparisons"
+    run_markers = ("metrics.jsonl", "final", "rm_eval.json")
+    run_files = ("metrics.jsonl", "run.json", "rm_eval.json", "calibration.png", "reward_vs_length.png")
+    config: RewardConfig
 
     def __init__(
         self,
@@ -701,11 +698,7 @@ class RewardTrainer:
         on_log: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         _check_reward_model(model)
-        self.config = config
-        self.on_log = on_log
-        self.output_dir = Path(config.output_dir)
-        self.device = next(model.parameters()).device
-        self.dist = common.Distributed.setup(self.device)
+        super().__init__(config, next(model.parameters()).device, on_log)
         self.tokenizer = prepare_tokenizer(tokenizer)
         self.pad_id = int(self.tokenizer.pad_token_id)
         # transformers finds the scored token through the config's pad id: it must be the one we pad with.
@@ -746,21 +739,14 @@ class RewardTrainer:
         if config.plots and self.eval_comparisons:
             require_matplotlib()  # now, not after an hour of training
         self._fingerprint = _fingerprint(self.train_encoded)
+        self._normalisation: dict[str, Any] = {}  # what publish_final_normalised adds to final/config.json
 
         random.seed(config.seed)
         torch.manual_seed(config.seed)  # LoRA initialisation draws from it
         if config.lora:
-            model = _with_lora(model, config)
+            model = starting_point.with_lora(model, config, task_type="SEQ_CLS")
         self.model = model
-        self.trainable = [p for p in model.parameters() if p.requires_grad]
-        if not self.trainable:
-            raise RewardConfigError("the model has no trainable parameters")
-        wrong = sorted({str(p.dtype) for p in self.trainable if p.dtype != torch.float32})
-        if wrong:
-            raise RewardConfigError(
-                f"trainable parameters must be float32 (got {', '.join(wrong)}); load the model in float32: "
-                "bf16 autocast gives the speed, float32 weights keep small updates from rounding away"
-            )
+        self.trainable = starting_point.trainable_parameters(model, RewardConfigError)
         self.bf16 = common.bf16_supported(self.device) if config.bf16 == "auto" else bool(config.bf16)
         decay = [p for p in self.trainable if p.ndim >= 2]
         no_decay = [p for p in self.trainable if p.ndim < 2]
@@ -789,9 +775,6 @@ class RewardTrainer:
             self.scheduler = get_cosine_schedule_with_warmup(self.optimizer, warmup, self.total_steps)
         else:
             self.scheduler = get_constant_schedule_with_warmup(self.optimizer, warmup)
-        self.step = 0
-        self._elapsed_before = 0.0
-        self.metrics = common.MetricsLog(self.output_dir / "metrics.jsonl", active=False)  # opened by train()
 
     # ----------------------------------------------------------------------------------------------------------
     # Data plan
@@ -819,27 +802,6 @@ class RewardTrainer:
     # Training
     # ----------------------------------------------------------------------------------------------------------
 
-    def train(self, resume: bool | None = None) -> RewardResult:
-        """Train to ``total_steps``, normalise, publish ``final/`` and evaluate; with ``resume`` (default:
-        config.resume), continue from the newest checkpoint in the output directory."""
-        resume = self.config.resume if resume is None else resume
-        models.set_threads(self.config.threads)
-        models.keep_freed_memory()
-        try:
-            self._prepare_output_dir(resume)
-            self.metrics = common.MetricsLog(
-                self.output_dir / "metrics.jsonl",
-                active=self.dist.is_main,
-                tensorboard=self.config.tensorboard,
-            )
-            if resume:
-                self._load_latest_checkpoint()
-            return self._run()
-        finally:
-            self.metrics.close()
-            self.model.eval()
-            self.dist.close()
-
     def _run(self) -> RewardResult:
         config = self.config
         self.model.train()
@@ -848,8 +810,7 @@ class RewardTrainer:
             from torch.nn.parallel import DistributedDataParallel
 
             module = DistributedDataParallel(module)
-        if self.dist.is_main:
-            self._write_run_info()
+        self._describe_run()
 
         from tqdm.auto import tqdm
 
@@ -880,7 +841,7 @@ class RewardTrainer:
             step_time = time.monotonic() - step_started
             self.step += 1
             in_epoch += 1
-            self._log(
+            self.log(
                 {
                     "kind": "train",
                     "step": self.step,
@@ -888,7 +849,7 @@ class RewardTrainer:
                     **last,
                     "lr": lr,
                     "prompts_per_s": last["prompts"] / step_time if step_time > 0 else 0.0,
-                    "elapsed": self._elapsed_before + time.monotonic() - started,
+                    "elapsed": self._elapsed(started),
                 }
             )
             bar.set_postfix(loss=f"{last['loss']:.4f}", acc=f"{last['accuracy']:.3f}", refresh=False)
@@ -896,14 +857,14 @@ class RewardTrainer:
             done = self.step == self.total_steps
             if self.eval_encoded and ((config.eval_every and self.step % config.eval_every == 0) or done):
                 evaluation = self.evaluate()
-                self._log({"kind": "eval", "step": self.step, **evaluation})
-            if (config.save_every and self.step % config.save_every == 0) or done:
-                self._save_checkpoint(self._elapsed_before + time.monotonic() - started)
+                self.log({"kind": "eval", "step": self.step, **evaluation})
+            if self._save_due():
+                self.save_checkpoint(self._elapsed(started))
         bar.close()
         if self.eval_encoded and not evaluation:  # resumed from the final checkpoint: nothing was trained
             evaluation = self.evaluate()
         offset, spread = self.normalise()
-        final_dir, adapter_dir = self._publish_final(offset, spread)
+        final_dir, adapter_dir = self.publish_final_normalised(offset, spread)
         report = None
         if self.eval_comparisons and self.dist.is_main:
             scorer = RewardModel(self.model, self.tokenizer, offset=offset, max_seq_len=config.max_seq_len)
@@ -925,7 +886,7 @@ class RewardTrainer:
             eval_loss=evaluation.get("eval_loss"),
             eval_accuracy=evaluation.get("eval_accuracy"),
             offset=offset,
-            checkpoint_dir=self._checkpoint_dir(self.step),
+            checkpoint_dir=self.checkpoint_dir(self.step),
             final_dir=final_dir,
             adapter_dir=adapter_dir,
             eval_report=report,
@@ -1026,127 +987,38 @@ class RewardTrainer:
             )
         return mean, spread
 
-    def _log(self, record: dict[str, Any]) -> None:
-        self.metrics.write(record)
-        if self.on_log is not None:
-            self.on_log(record)
-
     # ----------------------------------------------------------------------------------------------------------
-    # Run directory, checkpoints, resumption
+    # What the run directory saves (see checkpoint.CheckpointedTrainer)
     # ----------------------------------------------------------------------------------------------------------
 
-    def _checkpoint_dir(self, step: int) -> Path:
-        return self.output_dir / f"checkpoint-{step}"
+    def plan_signature(self) -> dict[str, Any]:
+        return self._plan(_PLAN_FIELDS, data=self._fingerprint)
 
-    def _prepare_output_dir(self, resume: bool) -> None:
-        common.prepare_run_dir(
-            self.output_dir, self.dist, resume=resume, overwrite=self.config.overwrite, what="reward-model",
-            state_file=STATE_FILE, markers=("metrics.jsonl", "final", "rm_eval.json"),
-            files=("metrics.jsonl", "run.json", "rm_eval.json", "calibration.png", "reward_vs_length.png"),
-        )
+    def _checkpoint_summary(self, elapsed: float) -> dict[str, Any]:
+        return {"step": self.step, "total_steps": self.total_steps, "elapsed": elapsed, "config": self.config.to_dict()}
 
-    def _plan_signature(self) -> dict[str, Any]:
-        signature = {name: getattr(self.config, name) for name in _PLAN_FIELDS}
-        signature.update(world_size=self.dist.world_size, data=self._fingerprint)
-        return signature
-
-    def _load_latest_checkpoint(self) -> None:
-        checkpoint = common.latest_checkpoint(self.output_dir, marker=STATE_FILE)
-        if checkpoint is None:
-            if self.dist.is_main:
-                log.info("no checkpoint in %s: starting from the beginning", self.output_dir)
-            self.metrics.keep_until(0)
-            return
-        state = common.read_trainer_state(
-            checkpoint, state_file=STATE_FILE, version=STATE_VERSION, plan=self._plan_signature(), error=RewardConfigError,
-            hash_note="data a hash of the tokenized comparisons",
-        )
-        common.restore_weights(self.model, checkpoint, lora=self.config.lora, error=RewardConfigError)
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.step = int(state["step"])
-        self._elapsed_before = float(state["elapsed"])
-        common.set_rng_state(state["rng"][self.dist.rank])
-        self.metrics.keep_until(self.step)
-        if self.dist.is_main:
-            log.info("resumed from %s (step %d of %d)", checkpoint, self.step, self.total_steps)
-
-    def _save_model(self, target: Path) -> None:
-        with transformers_quietly():
-            if self.config.lora:
-                # Merge into a copy: merging in place and unmerging would not restore the weights bit for bit.
-                merged = copy.deepcopy(self.model).merge_and_unload()
-                models.save_checkpoint(merged, self.tokenizer, target)
-                del merged
-            else:
-                models.save_checkpoint(self.model, self.tokenizer, target)
-
-    def _save_checkpoint(self, elapsed: float) -> None:
-        rng_states = self.dist.gather(common.rng_state())  # every process's RNG, so each resumes its own
-        if self.dist.is_main:
-            state = {
-                "version": STATE_VERSION,
-                "step": self.step,
-                "plan": self._plan_signature(),
-                "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(),
-                "rng": rng_states,
-                "elapsed": elapsed,
-            }
-            summary = {
-                "step": self.step,
-                "total_steps": self.total_steps,
-                "elapsed": elapsed,
-                "config": self.config.to_dict(),
-            }
-
-            def fill(tmp: Path) -> None:
-                self._save_model(tmp / "model")
-                if self.config.lora:
-                    self.model.save_pretrained(tmp / "adapter")
-                (tmp / "trainer_state.json").write_text(
-                    json.dumps(summary, indent=2) + "\n", encoding="utf-8"
-                )
-                torch.save(state, tmp / STATE_FILE)  # last: its presence marks the checkpoint complete
-
-            common.write_dir_atomically(self._checkpoint_dir(self.step), fill)
-            if self.config.save_limit is not None:
-                for _, old in common.checkpoints(self.output_dir, marker=STATE_FILE)[
-                    : -self.config.save_limit
-                ]:
-                    shutil.rmtree(old, ignore_errors=True)
-        self.dist.barrier()
-
-    def _publish_final(self, offset: float, spread: float) -> tuple[Path, Path | None]:
+    def publish_final_normalised(self, offset: float, spread: float) -> tuple[Path, Path | None]:
         """``final/``: the last checkpoint's model (hard-linked) with the normalisation added to its config."""
-        final, adapter = self.output_dir / "final", self.output_dir / "adapter"
-        extra = {
+        self._normalisation = {
             OFFSET_KEY: offset,
             OFFSET_STD_KEY: spread,
             REFERENCE_KEY: self.reference_name,
             REFERENCE_COUNT_KEY: len(self.references),
             MAX_LEN_KEY: self.config.max_seq_len,
         }
-        if self.dist.is_main:
-            checkpoint = self._checkpoint_dir(self.step)
-
-            def fill(tmp: Path) -> None:
-                _link_tree(checkpoint / "model", tmp)
-                config_path = tmp / "config.json"
-                values = json.loads(config_path.read_text(encoding="utf-8"))
-                values.update(extra)
-                config_path.unlink()  # a hard link to the checkpoint's file: replace it, never write through it
-                config_path.write_text(json.dumps(values, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-
-            common.write_dir_atomically(final, fill)
-            if self.config.lora:
-                common.write_dir_atomically(adapter, lambda tmp: _link_tree(checkpoint / "adapter", tmp))
-        for key, value in extra.items():  # the in-memory model now describes the same reward as final/
+        final, adapter = self.publish_final()
+        for key, value in self._normalisation.items():  # the in-memory model now describes the same reward
             setattr(_base_config(self.model), key, value)
-        self.dist.barrier()
-        return final, adapter if self.config.lora else None
+        return final, adapter
 
-    def _write_run_info(self) -> None:
+    def _fill_final(self, tmp: Path, checkpoint: Path) -> None:
+        config_path = tmp / "config.json"
+        values = json.loads(config_path.read_text(encoding="utf-8"))
+        values.update(self._normalisation)
+        config_path.unlink()  # a hard link to the checkpoint's file: replace it, never write through it
+        config_path.write_text(json.dumps(values, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+    def _describe_run(self) -> None:
         info = {
             "config": self.config.to_dict(),
             "world_size": self.dist.world_size,
@@ -1157,39 +1029,25 @@ class RewardTrainer:
             "references": {"name": self.reference_name, "count": len(self.references)},
             "trainable_parameters": sum(p.numel() for p in self.trainable),
         }
-        common.write_text_atomically(self.output_dir / "run.json", json.dumps(info, indent=2) + "\n")
-        log.info(
-            "%d training comparisons (%d pairs), %d held out; %d steps of %d micro-batch(es) x %d process(es); "
-            "bf16 autocast %s; %s trainable parameters",
-            self.data_stats["train_comparisons"],
-            self.data_stats["train_pairs"],
-            self.data_stats["eval_comparisons"],
-            self.total_steps,
-            self.config.grad_accum,
-            self.dist.world_size,
-            "on" if self.bf16 else "off",
-            f"{info['trainable_parameters']:,}",
-        )
+        self.write_run_info(info)
+        if self.dist.is_main:
+            log.info(
+                "%d training comparisons (%d pairs), %d held out; %d steps of %d micro-batch(es) x %d "
+                "process(es); bf16 autocast %s; %s trainable parameters",
+                self.data_stats["train_comparisons"],
+                self.data_stats["train_pairs"],
+                self.data_stats["eval_comparisons"],
+                self.total_steps,
+                self.config.grad_accum,
+                self.dist.world_size,
+                "on" if self.bf16 else "off",
+                f"{info['trainable_parameters']:,}",
+            )
 
 
 def _base_config(model: Any) -> Any:
     """The transformers config under any peft wrapper."""
     return model.get_base_model().config if hasattr(model, "get_base_model") else model.config
-
-
-def _with_lora(model: Any, config: RewardConfig) -> Any:
-    from peft import LoraConfig, get_peft_model
-
-    lora_config = LoraConfig(
-        # SEQ_CLS makes peft train and save the score head in full ("modules_to_save"): a new head has nothing
-        # for a low-rank update to adjust.
-        task_type="SEQ_CLS",
-        r=config.lora_r,
-        lora_alpha=config.lora_alpha,
-        lora_dropout=config.lora_dropout,
-        target_modules=config.lora_target_modules,
-    )
-    return get_peft_model(model, lora_config)
 
 
 # --------------------------------------------------------------------------------------------------------------

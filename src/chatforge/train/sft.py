@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import copy
 import dataclasses
 import importlib
 import importlib.util
@@ -33,7 +32,6 @@ import logging
 import math
 import os
 import random
-import shutil
 import sys
 import time
 import typing
@@ -47,14 +45,13 @@ from pydantic import ConfigDict
 from torch import nn
 
 from chatforge import chat, models
-from chatforge.train import common, packing, token_loss
+from chatforge.train import common, packing, starting_point, token_loss
+from chatforge.train.checkpoint import CheckpointedTrainer
 from chatforge.train.config import ConfigIO, add_config_arguments
 from chatforge.train.config import config_from_args as config_from_args_of
 
 log = logging.getLogger(__name__)
 
-STATE_FILE = "trainer_state.pt"  # its presence marks a complete checkpoint
-STATE_VERSION = 1
 DEFAULT_BATCH_TOKENS = 4096
 
 
@@ -297,9 +294,14 @@ class _PackedLoss(nn.Module):
 _PLAN_FIELDS = ("seed", "batch_tokens", "batch_sequences", "grad_accum", "max_seq_len", "lora")
 
 
-class SFTTrainer:
+class SFTTrainer(CheckpointedTrainer[SFTResult]):
     """Fine-tune ``model`` on conversations. The model is trained in place (with LoRA, adapters are added to it);
     ``trainer.model`` is the model being trained (the peft model with LoRA)."""
+
+    what = "training"
+    config_error = SFTConfigError
+    plan_note = "data a hash of the tokenized training set"
+    config: SFTConfig
 
     def __init__(
         self,
@@ -311,12 +313,8 @@ class SFTTrainer:
         *,
         on_log: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
-        self.config = config
+        super().__init__(config, next(model.parameters()).device, on_log)
         self.tokenizer = tokenizer
-        self.on_log = on_log
-        self.output_dir = Path(config.output_dir)
-        self.device = next(model.parameters()).device
-        self.dist = common.Distributed.setup(self.device)
         assert config.batch_tokens is not None or config.batch_sequences is not None  # set by __post_init__
 
         self.train_examples, self.train_stats = packing.encode_examples(
@@ -339,17 +337,9 @@ class SFTTrainer:
         random.seed(config.seed)
         torch.manual_seed(config.seed)  # LoRA initialisation draws from it
         if config.lora:
-            model = _with_lora(model, config)
+            model = starting_point.with_lora(model, config)
         self.model = model
-        self.trainable = [p for p in model.parameters() if p.requires_grad]
-        if not self.trainable:
-            raise SFTConfigError("the model has no trainable parameters")
-        wrong = sorted({str(p.dtype) for p in self.trainable if p.dtype != torch.float32})
-        if wrong:
-            raise SFTConfigError(
-                f"trainable parameters must be float32 (got {', '.join(wrong)}); load the model in float32: "
-                "bf16 autocast gives the speed, float32 weights keep small updates from rounding away"
-            )
+        self.trainable = starting_point.trainable_parameters(model, SFTConfigError)
         self.bf16 = common.bf16_supported(self.device) if config.bf16 == "auto" else bool(config.bf16)
         self._loss_module = _PackedLoss(model, torch.bfloat16 if self.bf16 else None)
 
@@ -376,10 +366,7 @@ class SFTTrainer:
             self.scheduler = get_cosine_schedule_with_warmup(self.optimizer, warmup, self.total_steps)
         else:
             self.scheduler = get_constant_schedule_with_warmup(self.optimizer, warmup)
-        self.step = 0
-        self._elapsed_before = 0.0  # seconds spent by the runs this one resumes
-        self._tokens_before = 0
-        self.metrics = common.MetricsLog(self.output_dir / "metrics.jsonl", active=False)  # opened by train()
+        self._tokens_seen = 0  # by the end of the last step, the runs this one resumes included
 
     # ----------------------------------------------------------------------------------------------------------
     # Data plan
@@ -431,27 +418,6 @@ class SFTTrainer:
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
 
-    def train(self, resume: bool | None = None) -> SFTResult:
-        """Train to ``total_steps``, writing metrics and checkpoints; with ``resume`` (default: config.resume),
-        continue from the newest checkpoint in the output directory."""
-        resume = self.config.resume if resume is None else resume
-        models.set_threads(self.config.threads)
-        models.keep_freed_memory()
-        try:
-            self._prepare_output_dir(resume)
-            self.metrics = common.MetricsLog(
-                self.output_dir / "metrics.jsonl",
-                active=self.dist.is_main,
-                tensorboard=self.config.tensorboard,
-            )
-            if resume:
-                self._load_latest_checkpoint()
-            return self._run()
-        finally:
-            self.metrics.close()
-            self.model.eval()
-            self.dist.close()
-
     def _run(self) -> SFTResult:
         config = self.config
         self.model.train()
@@ -460,8 +426,7 @@ class SFTTrainer:
             from torch.nn.parallel import DistributedDataParallel
 
             module = DistributedDataParallel(self._loss_module)
-        if self.dist.is_main:
-            self._write_run_info()
+        self._describe_run()
 
         from tqdm.auto import tqdm
 
@@ -473,7 +438,6 @@ class SFTTrainer:
             disable=not (config.progress and self.dist.is_main),
         )
         started = time.monotonic()
-        tokens_seen = self._tokens_before
         last_loss: float | None = None
         eval_loss: float | None = None
         epoch, in_epoch = self.position(self.step)
@@ -494,10 +458,9 @@ class SFTTrainer:
             step_time = time.monotonic() - step_started
             self.step += 1
             in_epoch += 1
-            tokens_seen += tokens
+            self._tokens_seen += tokens
             last_loss = loss
-            elapsed = self._elapsed_before + time.monotonic() - started
-            self._log(
+            self.log(
                 {
                     "kind": "train",
                     "step": self.step,
@@ -508,7 +471,7 @@ class SFTTrainer:
                     "tokens": tokens,
                     "loss_tokens": loss_tokens,
                     "tokens_per_s": tokens / step_time if step_time > 0 else 0.0,
-                    "elapsed": elapsed,
+                    "elapsed": self._elapsed(started),
                 }
             )
             bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tokens / max(step_time, 1e-9):.0f}", refresh=False)
@@ -516,15 +479,15 @@ class SFTTrainer:
             done = self.step == self.total_steps
             if self.eval_examples and ((config.eval_every and self.step % config.eval_every == 0) or done):
                 eval_loss = self._evaluate_and_log()
-            if (config.save_every and self.step % config.save_every == 0) or done:
-                self._save_checkpoint(self._elapsed_before + time.monotonic() - started, tokens_seen)
+            if self._save_due():
+                self.save_checkpoint(self._elapsed(started))
         bar.close()
-        final_dir, adapter_dir = self._publish_final()
+        final_dir, adapter_dir = self.publish_final()
         return SFTResult(
             step=self.step,
             train_loss=last_loss,
             eval_loss=eval_loss,
-            checkpoint_dir=self._checkpoint_dir(self.step),
+            checkpoint_dir=self.checkpoint_dir(self.step),
             final_dir=final_dir,
             adapter_dir=adapter_dir,
         )
@@ -584,127 +547,36 @@ class SFTTrainer:
     def _evaluate_and_log(self) -> float | None:
         loss = self.evaluate()
         if loss is not None:
-            self._log({"kind": "eval", "step": self.step, "eval_loss": loss})
+            self.log({"kind": "eval", "step": self.step, "eval_loss": loss})
         return loss
 
-    def _log(self, record: dict[str, Any]) -> None:
-        self.metrics.write(record)
-        if self.on_log is not None:
-            self.on_log(record)
-
     # ----------------------------------------------------------------------------------------------------------
-    # Run directory, checkpoints, resumption
+    # What the run directory saves (see checkpoint.CheckpointedTrainer)
     # ----------------------------------------------------------------------------------------------------------
 
-    def _checkpoint_dir(self, step: int) -> Path:
-        return self.output_dir / f"checkpoint-{step}"
+    def plan_signature(self) -> dict[str, Any]:
+        return self._plan(_PLAN_FIELDS, data=self._fingerprint)
 
-    def _prepare_output_dir(self, resume: bool) -> None:
-        common.prepare_run_dir(
-            self.output_dir, self.dist, resume=resume, overwrite=self.config.overwrite, what="training",
-            state_file=STATE_FILE,
-        )
+    def _extra_state(self) -> dict[str, Any]:
+        epoch, in_epoch = self.position(self.step)
+        return {"epoch": epoch, "epoch_step": in_epoch, "tokens_seen": self._tokens_seen}
 
-    def _plan_signature(self) -> dict[str, Any]:
-        signature = {name: getattr(self.config, name) for name in _PLAN_FIELDS}
-        signature.update(world_size=self.dist.world_size, data=self._fingerprint)
-        return signature
+    def _restore_extra_state(self, state: dict[str, Any]) -> None:
+        self._tokens_seen = int(state["tokens_seen"])
 
-    def _load_latest_checkpoint(self) -> None:
-        checkpoint = common.latest_checkpoint(self.output_dir, marker=STATE_FILE)
-        if checkpoint is None:
-            if self.dist.is_main:
-                log.info("no checkpoint in %s: starting from the beginning", self.output_dir)
-            self.metrics.keep_until(0)
-            return
-        state = common.read_trainer_state(
-            checkpoint, state_file=STATE_FILE, version=STATE_VERSION, plan=self._plan_signature(), error=SFTConfigError,
-            hash_note="data a hash of the tokenized training set",
-        )
-        common.restore_weights(self.model, checkpoint, lora=self.config.lora, error=SFTConfigError)
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.step = int(state["step"])
-        self._elapsed_before = float(state["elapsed"])
-        self._tokens_before = int(state["tokens_seen"])
-        common.set_rng_state(state["rng"][self.dist.rank])
-        self.metrics.keep_until(self.step)
-        if self.dist.is_main:
-            log.info("resumed from %s (step %d of %d)", checkpoint, self.step, self.total_steps)
+    def _checkpoint_summary(self, elapsed: float) -> dict[str, Any]:
+        epoch, in_epoch = self.position(self.step)
+        return {
+            "step": self.step,
+            "epoch": epoch,
+            "epoch_step": in_epoch,
+            "total_steps": self.total_steps,
+            "elapsed": elapsed,
+            "tokens_seen": self._tokens_seen,
+            "config": self.config.to_dict(),
+        }
 
-    def _save_model(self, target: Path) -> None:
-        from transformers.utils import logging as hf_logging
-
-        # transformers draws a progress bar per save; it would cut through ours at every checkpoint.
-        bars = hf_logging.is_progress_bar_enabled()
-        hf_logging.disable_progress_bar()
-        try:
-            if self.config.lora:
-                # Merge into a copy: merging in place and unmerging would not restore the base weights bit for bit.
-                merged = copy.deepcopy(self.model).merge_and_unload()
-                models.save_checkpoint(merged, self.tokenizer, target)
-                del merged
-            else:
-                models.save_checkpoint(self.model, self.tokenizer, target)
-        finally:
-            if bars:
-                hf_logging.enable_progress_bar()
-
-    def _save_checkpoint(self, elapsed: float, tokens_seen: int) -> None:
-        rng_states = self.dist.gather(common.rng_state())  # every process's RNG, so each resumes its own
-        if self.dist.is_main:
-            epoch, in_epoch = self.position(self.step)
-            state = {
-                "version": STATE_VERSION,
-                "step": self.step,
-                "epoch": epoch,
-                "epoch_step": in_epoch,
-                "plan": self._plan_signature(),
-                "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(),
-                "rng": rng_states,
-                "elapsed": elapsed,
-                "tokens_seen": tokens_seen,
-            }
-            summary = {
-                "step": self.step,
-                "epoch": epoch,
-                "epoch_step": in_epoch,
-                "total_steps": self.total_steps,
-                "elapsed": elapsed,
-                "tokens_seen": tokens_seen,
-                "config": self.config.to_dict(),
-            }
-
-            def fill(tmp: Path) -> None:
-                self._save_model(tmp / "model")
-                if self.config.lora:
-                    self.model.save_pretrained(tmp / "adapter")
-                (tmp / "trainer_state.json").write_text(
-                    json.dumps(summary, indent=2) + "\n", encoding="utf-8"
-                )
-                torch.save(state, tmp / STATE_FILE)  # last: its presence marks the checkpoint complete
-
-            common.write_dir_atomically(self._checkpoint_dir(self.step), fill)
-            if self.config.save_limit is not None:
-                for _, old in common.checkpoints(self.output_dir, marker=STATE_FILE)[
-                    : -self.config.save_limit
-                ]:
-                    shutil.rmtree(old, ignore_errors=True)
-        self.dist.barrier()
-
-    def _publish_final(self) -> tuple[Path, Path | None]:
-        """``final/`` (and ``adapter/``) from the last checkpoint, hard-linked rather than copied where possible."""
-        final, adapter = self.output_dir / "final", self.output_dir / "adapter"
-        if self.dist.is_main:
-            checkpoint = self._checkpoint_dir(self.step)
-            common.write_dir_atomically(final, lambda tmp: _link_tree(checkpoint / "model", tmp))
-            if self.config.lora:
-                common.write_dir_atomically(adapter, lambda tmp: _link_tree(checkpoint / "adapter", tmp))
-        self.dist.barrier()
-        return final, adapter if self.config.lora else None
-
-    def _write_run_info(self) -> None:
+    def _describe_run(self) -> None:
         info = {
             "config": self.config.to_dict(),
             "world_size": self.dist.world_size,
@@ -714,41 +586,19 @@ class SFTTrainer:
             "eval_data": dataclasses.asdict(self.eval_stats) if self.eval_stats else None,
             "trainable_parameters": sum(p.numel() for p in self.trainable),
         }
-        common.write_text_atomically(self.output_dir / "run.json", json.dumps(info, indent=2) + "\n")
-        log.info("training data: %s", self.train_stats.describe())
-        if self.eval_stats is not None:
-            log.info("evaluation data: %s", self.eval_stats.describe())
-        log.info(
-            "%d steps of %d micro-batch(es) x %d process(es); bf16 autocast %s; %s trainable parameters",
-            self.total_steps,
-            self.config.grad_accum,
-            self.dist.world_size,
-            "on" if self.bf16 else "off",
-            f"{info['trainable_parameters']:,}",
-        )
-
-
-def _with_lora(model: Any, config: SFTConfig) -> Any:
-    from peft import LoraConfig, get_peft_model
-
-    lora_config = LoraConfig(
-        task_type="CAUSAL_LM",
-        r=config.lora_r,
-        lora_alpha=config.lora_alpha,
-        lora_dropout=config.lora_dropout,
-        target_modules=config.lora_target_modules,
-    )
-    return get_peft_model(model, lora_config)
-
-
-def _link_tree(source: Path, target: Path) -> None:
-    def link_or_copy(src: str, dst: str) -> None:
-        try:
-            os.link(src, dst)  # checkpoint files are never rewritten in place, so sharing them is safe
-        except OSError:
-            shutil.copy2(src, dst)
-
-    shutil.copytree(source, target, dirs_exist_ok=True, copy_function=link_or_copy)
+        self.write_run_info(info)
+        if self.dist.is_main:
+            log.info("training data: %s", self.train_stats.describe())
+            if self.eval_stats is not None:
+                log.info("evaluation data: %s", self.eval_stats.describe())
+            log.info(
+                "%d steps of %d micro-batch(es) x %d process(es); bf16 autocast %s; %s trainable parameters",
+                self.total_steps,
+                self.config.grad_accum,
+                self.dist.world_size,
+                "on" if self.bf16 else "off",
+                f"{info['trainable_parameters']:,}",
+            )
 
 
 # --------------------------------------------------------------------------------------------------------------
