@@ -1,4 +1,6 @@
-"""How good is a reward model? Scored against held-out comparisons it never trained on.
+"""How good is a reward model? Scored against held-out comparisons it never trained on: a diagnostic of the
+reward-model training (``RewardTrainer`` writes it into its run directory, ``chatforge rm-eval`` on any
+comparisons), not part of chatforge's evaluation of the policy, which stays independent of training signals.
 
 ``evaluate_reward_model(reward_model, comparisons, out_dir)`` writes ``rm_eval.json`` and two plots:
 
@@ -24,6 +26,7 @@ from typing import Any, Protocol
 
 import torch
 
+from chatforge.atomic import write_text_atomically
 from chatforge.chat import Conversation
 from chatforge.data.comparisons import Comparison
 from chatforge.train import losses
@@ -38,7 +41,7 @@ class PlottingUnavailable(RuntimeError):
 
 
 class Scorer(Protocol):
-    """What the evaluation needs of a reward model (``chatforge.train.reward.RewardModel`` is one)."""
+    """What the evaluation needs of a reward model (``RewardModel`` is one)."""
 
     tokenizer: Any
 
@@ -226,9 +229,7 @@ def evaluate_reward_model(
             is_top = [(i, k) in top for i, c in enumerate(comparisons) for k in range(c.k)]
             _plot_length(plt, all_lengths, all_scores, is_top, report["length"], out / LENGTH_PLOT)
             report["plots"] = {"calibration": CALIBRATION_PLOT, "reward_vs_length": LENGTH_PLOT}
-        tmp = out / f".{EVAL_FILE}.tmp"
-        tmp.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-        tmp.replace(out / EVAL_FILE)
+        write_text_atomically(out / EVAL_FILE, json.dumps(report, indent=2) + "\n")
     return report
 
 
