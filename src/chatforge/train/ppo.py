@@ -61,7 +61,7 @@ from chatforge.generation import SamplingParams, TorchEngine, left_padded
 from chatforge.train import common, losses, packing, rollout, starting_point, token_loss
 from chatforge.train import config as config_io
 from chatforge.train.checkpoint import CheckpointedTrainer, read_jsonl
-from chatforge.train.sft import read_conversations
+from chatforge.train.sft.data import read_conversations
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from chatforge.train.reward.data import load_data, read_comparisons
 from chatforge.train.reward.evaluation import PlottingUnavailable, evaluate_reward_model
 from chatforge.train.reward.model import RewardModel, load_reward_base
 from chatforge.train.reward.trainer import RewardTrainer
-from chatforge.train.sft import SFTDataError
+from chatforge.train.sft.config import SFTDataError
 
 _ALIASES = {"sft_model": ["--sft"], "output_dir": ["--out"], "learning_rate": ["--lr"]}
 

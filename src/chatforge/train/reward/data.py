@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from chatforge import chat
 from chatforge.data.comparisons import Comparison, load_comparisons
 from chatforge.train.reward.config import RewardConfig, RewardDataError
-from chatforge.train.sft import read_conversations
+from chatforge.train.sft.data import read_conversations
 
 log = logging.getLogger(__name__)
 
