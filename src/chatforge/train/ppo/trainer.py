@@ -1,42 +1,8 @@
-"""PPO with a per-token KL penalty to the SFT model (InstructGPT step 3), optionally PPO-ptx.
-
-``PPOTrainer(config, policy, tokenizer, reward, prompts, ptx_conversations=None).train()``. ``reward`` is a
-``RewardModel`` (``chatforge.train.reward``) or any callable ``score(conversations) -> list[float]``.
-
-One step:
-
-1. **rollout**: each process samples one response per prompt of its share of the step's prompts with the
-   generation engine on the policy (``TorchEngine``, temperature ``config.temperature``, default 1, no top-k/p);
-2. **score**: the reward model scores each (context, response); truncated responses (no end-of-turn within
-   ``max_new_tokens``) can get a fixed ``truncation_reward`` instead, empty ones get ``empty_reward``;
-3. **old log-probs, values, reference log-probs**: one no-grad, eval-mode forward pass of the policy over the
-   packed sequences (we do *not* reuse the sampling log-probs: batched KV-cache decoding and the packed training
-   forward differ in numerics, and PPO's first ratio must be exactly 1); the reference is the same weights with
-   the LoRA adapters disabled, or a frozen copy of the initial policy without LoRA;
-4. **rewards**: r_t = -beta (logp_t - logp_ref_t) at every response token, plus the score at the last one;
-   beta fixed, or adapted towards ``kl_target`` (Ziegler et al. 2019);
-5. **GAE** (gamma, lambda) with the value head's estimates; advantages whitened over the rollout batch (all
-   processes);
-6. ``ppo_epochs`` passes over shuffled minibatches: clipped policy loss + vf_coef * clipped value loss
-   - entropy_coef * entropy (+ ptx_coef * SFT loss on SFT conversations), one optimizer step per minibatch; the
-   epochs stop early when a minibatch's approx-KL to the rollout policy exceeds ``target_kl``.
-
-The critic is a scalar linear head on the policy's final hidden state (shared trunk), not a second model: on a
-CPU the costly part of a step is the transformer, and a shared trunk computes log-probs, entropies and values in
-the same forward pass; a separate critic would double the forward and backward cost and the memory. The head
-starts at zero (a value of 0 everywhere) and is saved with the trainer state (``value_head`` in
-``trainer_state.pt``) and as ``value_head.safetensors`` in each checkpoint and in ``final/``.
-
-All forward passes run in eval mode (no dropout), so the rollout policy and the policy being optimised differ only
-by the updates. A run directory looks like SFT's: ``metrics.jsonl``, ``reward_kl.png``, ``checkpoint-<step>/``,
-``final/`` (and ``adapter/`` with LoRA). Resuming restores model, value head, optimizer, scheduler, every
-process's RNG, the step and the adaptive KL coefficient; sampling is seeded per (step, process), so a resumed run
-produces the very same rollouts.
-"""
+"""``PPOTrainer``: rollouts, rewards with the KL penalty, GAE and the clipped PPO update (see the package docstring
+for one step), with the value head on the policy's trunk."""
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import copy
 import hashlib
@@ -44,157 +10,23 @@ import json
 import logging
 import random
 import shutil
-import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any
 
 import torch
-from pydantic import ConfigDict
 from torch import nn
 
-from chatforge import chat, models
+from chatforge import chat
 from chatforge.decoder import LeanDecoder, base_model, unsupported_reason
 from chatforge.generation import SamplingParams, TorchEngine, left_padded
 from chatforge.train import common, losses, packing, rollout, starting_point, token_loss
-from chatforge.train import config as config_io
 from chatforge.train.checkpoint import CheckpointedTrainer, read_jsonl
-from chatforge.train.sft.data import read_conversations
+from chatforge.train.ppo.config import PPOConfig, PPOConfigError
 
 log = logging.getLogger(__name__)
-
-
-
-class PPOConfigError(ValueError):
-    """A PPO configuration that cannot run; the message lists every problem found."""
-
-
-@dataclass
-class PPOConfig(config_io.ConfigIO):
-    """Everything that decides a PPO run. YAML keys and long CLI flags have the same names."""
-
-    __pydantic_config__: ClassVar[ConfigDict] = ConfigDict(extra="forbid")
-    _error: ClassVar[type[ValueError]] = PPOConfigError
-    _what: ClassVar[str] = "PPO"
-
-    output_dir: str = field(metadata={"help": "run directory: metrics, checkpoints, final model"})
-    policy: str | None = field(default=None, metadata={"help": "SFT run directory or model to start from (command)"})
-    reward_model: str | None = field(default=None, metadata={"help": "reward-model directory (command)"})
-    prompts: str | None = field(
-        default=None, metadata={"help": "prompt source: a JSONL file or a named source (command)"}
-    )
-    ptx_data: str | None = field(
-        default=None, metadata={"help": "SFT conversations (JSONL) for PPO-ptx (command; needs ptx_coef > 0)"}
-    )
-
-    steps: int = field(default=100, metadata={"help": "PPO steps (rollout + update rounds)"})
-    batch_size: int = field(default=16, metadata={"help": "prompts per step per process"})
-    mini_batch_size: int = field(default=8, metadata={"help": "rollouts per optimizer step per process"})
-    ppo_epochs: int = field(default=4, metadata={"help": "passes over each rollout batch"})
-    learning_rate: float = field(default=1e-5, metadata={"help": "AdamW learning rate (LoRA: ~1e-4)"})
-    warmup_steps: int = field(default=0, metadata={"help": "linear warmup over this many optimizer steps"})
-    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
-    max_grad_norm: float | None = field(default=1.0, metadata={"help": "clip the gradient norm (null: off)"})
-
-    max_new_tokens: int = field(default=64, metadata={"help": "longest response in tokens"})
-    temperature: float = field(default=1.0, metadata={"help": "sampling temperature of the rollouts"})
-    max_prompt_tokens: int = field(default=512, metadata={"help": "longer prompts keep their last tokens"})
-
-    kl_coef: float = field(default=0.05, metadata={"help": "beta of the per-token KL penalty (initial, if adaptive)"})
-    kl_target: float | None = field(
-        default=None, metadata={"help": "adapt beta towards this KL per response (Ziegler et al.); null: fixed"}
-    )
-    kl_horizon: int = field(default=10000, metadata={"help": "horizon of the adaptive KL controller"})
-    gamma: float = field(default=1.0, metadata={"help": "discount of GAE"})
-    lam: float = field(default=0.95, metadata={"help": "lambda of GAE"})
-    clip_range: float = field(default=0.2, metadata={"help": "PPO ratio clip epsilon"})
-    clip_range_value: float | None = field(default=0.2, metadata={"help": "value clip (null: unclipped)"})
-    vf_coef: float = field(default=0.1, metadata={"help": "weight of the value loss"})
-    entropy_coef: float = field(default=0.0, metadata={"help": "weight of the entropy bonus"})
-    whiten_advantages: bool = field(default=True, metadata={"help": "normalise advantages over the batch"})
-    target_kl: float | None = field(
-        default=None, metadata={"help": "stop a step's PPO epochs when approx-KL exceeds this (null: never)"}
-    )
-    truncation_reward: float | None = field(
-        default=None, metadata={"help": "score of responses cut at max_new_tokens (null: the reward model's)"}
-    )
-    empty_reward: float = field(default=-1.0, metadata={"help": "score of an empty response"})
-
-    ptx_coef: float = field(default=0.0, metadata={"help": "PPO-ptx: weight of the SFT loss (gamma in the paper)"})
-    ptx_batch_sequences: int = field(default=4, metadata={"help": "SFT conversations per optimizer step"})
-    max_seq_len: int = field(default=1024, metadata={"help": "PPO-ptx conversations are truncated to this"})
-
-    reward_batch_size: int = field(default=16, metadata={"help": "batch size of reward-model scoring"})
-    forward_batch_size: int = field(default=16, metadata={"help": "sequences per no-grad forward pass"})
-    seed: int = field(default=0, metadata={"help": "seed of prompt order, sampling and LoRA init"})
-    bf16: bool | Literal["auto"] = field(
-        default="auto", metadata={"help": "bf16 autocast of the forward passes: auto uses it where the hardware has native bf16"}
-    )
-    decode_dtype: str = field(
-        default="auto",
-        metadata={"help": "dtype the rollouts are sampled in (auto: bfloat16 on CPUs with AVX512-BF16, else the model's)"},
-    )
-
-    lora: bool = field(default=False, metadata={"help": "train LoRA adapters (reference = adapters disabled)"})
-    lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
-    lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling numerator"})
-    lora_dropout: float = field(default=0.0, metadata={"help": "LoRA dropout (unused: PPO runs in eval mode)"})
-    lora_target_modules: list[str] | str = field(default="all-linear", metadata={"help": "modules to adapt"})
-
-    save_every: int | None = field(default=None, metadata={"help": "checkpoint every N steps (and at the end)"})
-    save_limit: int | None = field(default=2, metadata={"help": "keep the newest N checkpoints"})
-    resume: bool = field(default=False, metadata={"help": "continue from the newest checkpoint"})
-    overwrite: bool = field(default=False, metadata={"help": "delete an earlier run in output_dir"})
-    threads: int | None = field(default=None, metadata={"help": "torch threads"})
-    tensorboard: bool = field(default=True, metadata={"help": "also log to TensorBoard when installed"})
-    progress: bool = field(default=True, metadata={"help": "show a progress bar"})
-
-    def __post_init__(self) -> None:
-        self._check()
-
-    def problems(self) -> list[str]:
-        out: list[str] = []
-        number = config_io.number_checker(self, out)
-        if not isinstance(self.output_dir, str) or not self.output_dir.strip():
-            out.append("output_dir must be a non-empty path")
-        for name in ("steps", "batch_size", "mini_batch_size", "ppo_epochs", "max_new_tokens", "max_prompt_tokens",
-                     "kl_horizon", "ptx_batch_sequences", "reward_batch_size", "forward_batch_size", "lora_r",
-                     "lora_alpha"):
-            number(name, minimum=1, integer=True)
-        number("max_seq_len", minimum=2, integer=True)
-        number("warmup_steps", minimum=0, integer=True)
-        number("seed", minimum=0, integer=True)
-        number("learning_rate", minimum=0.0, inclusive=False)
-        number("temperature", minimum=0.0, inclusive=False)
-        for name in ("weight_decay", "kl_coef", "vf_coef", "entropy_coef", "ptx_coef", "gamma", "lam", "lora_dropout"):
-            number(name, minimum=0.0)
-        for name in ("gamma", "lam"):
-            if isinstance(getattr(self, name), (int, float)) and getattr(self, name) > 1:
-                out.append(f"{name} must be <= 1, got {getattr(self, name)!r}")
-        number("clip_range", minimum=0.0, inclusive=False)
-        number("clip_range_value", minimum=0.0, inclusive=False, optional=True)
-        number("kl_target", minimum=0.0, inclusive=False, optional=True)
-        number("target_kl", minimum=0.0, inclusive=False, optional=True)
-        number("max_grad_norm", minimum=0.0, inclusive=False, optional=True)
-        number("empty_reward", minimum=-float("inf"))
-        number("truncation_reward", minimum=-float("inf"), optional=True)
-        number("save_every", minimum=1, integer=True, optional=True)
-        number("save_limit", minimum=1, integer=True, optional=True)
-        number("threads", minimum=1, integer=True, optional=True)
-        if isinstance(self.mini_batch_size, int) and isinstance(self.batch_size, int) and self.mini_batch_size > self.batch_size:
-            out.append(f"mini_batch_size ({self.mini_batch_size}) cannot exceed batch_size ({self.batch_size})")
-        if self.bf16 not in (True, False, "auto"):
-            out.append(f"bf16 must be true, false or 'auto', got {self.bf16!r}")
-        if self.decode_dtype != "auto":
-            try:
-                models.parse_dtype(self.decode_dtype)
-            except ValueError as err:
-                out.append(f"decode_dtype: {err}")
-        if self.resume and self.overwrite:
-            out.append("resume and overwrite contradict each other: give one")
-        return out
 
 
 @dataclass(frozen=True)
@@ -674,61 +506,3 @@ def plot_curves(metrics_path: Path, out: Path) -> Path:
     fig.savefig(out, dpi=100)
     plt.close(fig)
     return out
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Command line
-# --------------------------------------------------------------------------------------------------------------
-
-_ALIASES = {"reward_model": ["--reward"], "output_dir": ["--out"], "learning_rate": ["--lr"]}
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    config_io.add_config_arguments(parser, PPOConfig, _ALIASES)
-
-
-def run_command(args: argparse.Namespace) -> int:
-    """``chatforge ppo``: load policy, reward model, prompts (and PPO-ptx data); train."""
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        config = config_io.config_from_args(PPOConfig, args)
-        missing = [flag for flag, value in (("--policy", config.policy), ("--reward", config.reward_model),
-                                            ("--prompts", config.prompts)) if not value]
-        if missing:
-            raise PPOConfigError(f"missing {', '.join(missing)}")
-        models.set_threads(config.threads)
-        from chatforge.sampling import load_prompts
-        from chatforge.train.reward import RewardModel
-
-        assert config.policy and config.reward_model and config.prompts
-        prompts = load_prompts(config.prompts, seed=config.seed)
-        ptx = read_conversations(config.ptx_data) if config.ptx_data else None
-        policy, tokenizer = starting_point.load_policy(config.policy)
-        reward = RewardModel.load(config.reward_model)
-        trainer = PPOTrainer(config, policy, tokenizer, reward, prompts, ptx)
-        result = trainer.train()
-    except (PPOConfigError, chat.ConversationError, models.ModelNotFoundError, FileExistsError, FileNotFoundError,
-            ValueError) as err:
-        print(f"chatforge ppo: error: {err}", file=sys.stderr)
-        return 2
-    if trainer.dist.is_main:
-        print(f"done: {result.step} steps, reward {result.reward:.4f}, KL {result.kl:.4f}\npolicy: {result.final_dir}")
-    return 0
-
-
-def register_cli(subparsers: Any) -> None:
-    """Add ``ppo`` to a ``chatforge`` argparse sub-parser set."""
-    parser = subparsers.add_parser(
-        "ppo",
-        help="PPO against a reward model with a KL penalty to the SFT policy",
-        description="RLHF with PPO (InstructGPT step 3). Run under `torchrun --nproc_per_node=N -m chatforge.train "
-        "ppo ...` for N processes.",
-    )
-    add_arguments(parser)
-    parser.set_defaults(func=run_command)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="chatforge ppo", description="PPO against a reward model.")
-    add_arguments(parser)
-    return run_command(parser.parse_args(argv))
