@@ -285,7 +285,7 @@ def run_all(root: Path) -> dict[str, Any]:
         out["ppo"] = run_ppo(root, "ppo", sft_model, reward_model)
         out["ppo_lora"] = run_ppo(
             root, "ppo_lora", sft_model, reward_model, steps=2, lora=True, lora_r=4, learning_rate=1e-3,
-            kl_target=0.01, kl_horizon=20, target_kl=0.02, ptx_coef=0.5, ptx_batch_sequences=2,
+            adaptive_kl_target=0.01, kl_horizon=20, early_stop_kl=0.02, ptx_coef=0.5, ptx_batch_sequences=2,
         )
         out["dpo"] = run_dpo(root, "dpo", sft_model)
         out["dpo_lora"] = run_dpo(

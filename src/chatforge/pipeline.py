@@ -213,7 +213,7 @@ def ppo_stage(
             learning_rate=recipe.ppo.learning_rate,
             max_new_tokens=recipe.ppo.max_new_tokens,
             kl_coef=recipe.ppo.kl_coef,
-            kl_target=recipe.ppo.target_kl,
+            adaptive_kl_target=recipe.ppo.target_kl,
             ptx_coef=recipe.ppo.ptx_coef,
             truncation_reward=recipe.ppo.truncation_reward,
             decode_dtype=recipe.decode_dtype,

@@ -2,8 +2,9 @@
 command-line flag per field.
 
 A trainer's config is a dataclass with a ``problems()`` method listing what is wrong with it; it inherits
-``ConfigIO`` for ``from_dict`` / ``from_yaml`` / ``to_dict`` and sets ``_error`` (its exception class) and ``_what``
-(e.g. "SFT") for the messages. ``add_config_arguments`` gives a command ``--config YAML`` plus a flag per field
+``ConfigIO`` for ``from_dict`` / ``from_yaml`` / ``to_dict`` and sets ``_error`` (its exception class), ``_what``
+(e.g. "SFT") for the messages and ``_renamed`` (old field name -> new) for fields that were renamed: an old key or
+flag is refused with the new name. ``add_config_arguments`` gives a command ``--config YAML`` plus a flag per field
 (flags beat the YAML) and ``config_from_args`` builds the config back from them.
 """
 
@@ -41,6 +42,7 @@ class ConfigIO:
 
     _error: typing.ClassVar[type[ValueError]] = ValueError
     _what: typing.ClassVar[str] = ""
+    _renamed: typing.ClassVar[Mapping[str, str]] = {}
 
     def _check(self) -> None:
         problems = self.problems()  # type: ignore[attr-defined]
@@ -54,7 +56,9 @@ class ConfigIO:
         known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
         problems = []
         for key in values:
-            if key not in known:
+            if key in cls._renamed:
+                problems.append(f"unknown key {key!r} (did you mean {cls._renamed[key]!r}? the key was renamed)")
+            elif key not in known:
                 close = difflib.get_close_matches(str(key), sorted(known), n=1)
                 problems.append(f"unknown key {key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
         if problems:
@@ -130,7 +134,22 @@ def add_config_arguments(
         else:
             scalar = next(t for t in (*typing.get_args(hint), hint) if t in (int, float, str))
             parser.add_argument(*names, dest=f.name, type=scalar, help=help_text)
+    for old, new in getattr(cls, "_renamed", {}).items():
+        parser.add_argument(
+            "--" + old.replace("_", "-"), action=_Renamed, new="--" + new.replace("_", "-"), help=argparse.SUPPRESS
+        )
     parser.set_defaults(**{f.name: None for f in dataclasses.fields(cls)})
+
+
+class _Renamed(argparse.Action):
+    """A flag that was renamed: using it stops the command with the new name."""
+
+    def __init__(self, option_strings: list[str], dest: str, new: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest=argparse.SUPPRESS, nargs="?", **kwargs)
+        self.new = new
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> None:
+        parser.error(f"{self.option_strings[0]} was renamed: did you mean {self.new}?")
 
 
 def config_from_args(cls: Any, args: argparse.Namespace) -> Any:

@@ -14,12 +14,12 @@ One step:
    forward differ in numerics, and PPO's first ratio must be exactly 1); the reference is the same weights with
    the LoRA adapters disabled, or a frozen copy of the initial policy without LoRA;
 4. **rewards**: r_t = -beta (logp_t - logp_ref_t) at every response token, plus the score at the last one;
-   beta fixed, or adapted towards ``kl_target`` (Ziegler et al. 2019);
+   beta fixed, or adapted towards ``adaptive_kl_target`` (Ziegler et al. 2019);
 5. **GAE** (gamma, lambda) with the value head's estimates; advantages whitened over the rollout batch (all
    processes);
 6. ``ppo_epochs`` passes over shuffled minibatches: clipped policy loss + vf_coef * clipped value loss
    - entropy_coef * entropy (+ ptx_coef * SFT loss on SFT conversations), one optimizer step per minibatch; the
-   epochs stop early when a minibatch's approx-KL to the rollout policy exceeds ``target_kl``.
+   epochs stop early when a minibatch's approx-KL to the rollout policy exceeds ``early_stop_kl``.
 
 The critic is a scalar linear head on the policy's final hidden state (shared trunk), not a second model: on a
 CPU the costly part of a step is the transformer, and a shared trunk computes log-probs, entropies and values in

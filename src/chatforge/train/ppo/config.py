@@ -22,6 +22,8 @@ class PPOConfig(config_io.ConfigIO):
     __pydantic_config__: ClassVar[ConfigDict] = ConfigDict(extra="forbid")
     _error: ClassVar[type[ValueError]] = PPOConfigError
     _what: ClassVar[str] = "PPO"
+    # Both were called "target": one the KL the adaptive controller aims for, the other the early stop.
+    _renamed: ClassVar[dict[str, str]] = {"kl_target": "adaptive_kl_target", "target_kl": "early_stop_kl"}
 
     output_dir: str = field(metadata={"help": "run directory: metrics, checkpoints, final model"})
     policy: str | None = field(default=None, metadata={"help": "SFT run directory or model to start from (command)"})
@@ -47,7 +49,7 @@ class PPOConfig(config_io.ConfigIO):
     max_prompt_tokens: int = field(default=512, metadata={"help": "longer prompts keep their last tokens"})
 
     kl_coef: float = field(default=0.05, metadata={"help": "beta of the per-token KL penalty (initial, if adaptive)"})
-    kl_target: float | None = field(
+    adaptive_kl_target: float | None = field(
         default=None, metadata={"help": "adapt beta towards this KL per response (Ziegler et al.); null: fixed"}
     )
     kl_horizon: int = field(default=10000, metadata={"help": "horizon of the adaptive KL controller"})
@@ -58,7 +60,7 @@ class PPOConfig(config_io.ConfigIO):
     vf_coef: float = field(default=0.1, metadata={"help": "weight of the value loss"})
     entropy_coef: float = field(default=0.0, metadata={"help": "weight of the entropy bonus"})
     whiten_advantages: bool = field(default=True, metadata={"help": "normalise advantages over the batch"})
-    target_kl: float | None = field(
+    early_stop_kl: float | None = field(
         default=None, metadata={"help": "stop a step's PPO epochs when approx-KL exceeds this (null: never)"}
     )
     truncation_reward: float | None = field(
@@ -119,8 +121,8 @@ class PPOConfig(config_io.ConfigIO):
                 out.append(f"{name} must be <= 1, got {getattr(self, name)!r}")
         number("clip_range", minimum=0.0, inclusive=False)
         number("clip_range_value", minimum=0.0, inclusive=False, optional=True)
-        number("kl_target", minimum=0.0, inclusive=False, optional=True)
-        number("target_kl", minimum=0.0, inclusive=False, optional=True)
+        number("adaptive_kl_target", minimum=0.0, inclusive=False, optional=True)
+        number("early_stop_kl", minimum=0.0, inclusive=False, optional=True)
         number("max_grad_norm", minimum=0.0, inclusive=False, optional=True)
         number("empty_reward", minimum=-float("inf"))
         number("truncation_reward", minimum=-float("inf"), optional=True)

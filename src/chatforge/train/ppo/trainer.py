@@ -379,7 +379,7 @@ class PPOTrainer(CheckpointedTrainer[PPOResult]):
                 mean = [v / self.dist.world_size for v in self.dist.sum(local)]
                 for key, value in zip(sums, mean, strict=True):
                     sums[key] += value
-                if config.target_kl is not None and mean[3] > config.target_kl:
+                if config.early_stop_kl is not None and mean[3] > config.early_stop_kl:
                     stopped = True  # every process saw the same mean, so all stop together
                     break
             epochs_done = epoch + 1
@@ -415,9 +415,9 @@ class PPOTrainer(CheckpointedTrainer[PPOResult]):
             update = self._update(module, batch, self.step)
             step_time = time.monotonic() - step_started
             kl_coef_used = self.kl_coef
-            if config.kl_target is not None:
+            if config.adaptive_kl_target is not None:
                 self.kl_coef = losses.adaptive_kl_coef(
-                    self.kl_coef, stats["kl"], config.kl_target, config.batch_size * self.dist.world_size, config.kl_horizon
+                    self.kl_coef, stats["kl"], config.adaptive_kl_target, config.batch_size * self.dist.world_size, config.kl_horizon
                 )
             self.step += 1
             record = {"kind": "train", "step": self.step, **stats, **update, "kl_coef": kl_coef_used,
