@@ -64,6 +64,7 @@ class RunConfig(Protocol):
     overwrite: bool
     threads: int | None
     tensorboard: bool
+    progress: bool
 
     def to_dict(self) -> dict[str, Any]: ...
 
@@ -372,6 +373,24 @@ class CheckpointedTrainer(Generic[ResultT]):
     def _plan(self, fields: Sequence[str], **data: Any) -> dict[str, Any]:
         """A plan signature: these config fields, the number of processes and ``data`` (hashes, counts)."""
         return {**{name: getattr(self.config, name) for name in fields}, "world_size": self.dist.world_size, **data}
+
+    def _distributed(self, module: torch.nn.Module) -> torch.nn.Module:
+        """``module`` in DistributedDataParallel under torchrun (its gradients averaged over the processes), else
+        ``module`` itself."""
+        if not self.dist.active:
+            return module
+        from torch.nn.parallel import DistributedDataParallel
+
+        return DistributedDataParallel(module)
+
+    def _progress_bar(self) -> Any:
+        """A tqdm bar over the steps (off when ``config.progress`` is false, and off the main process)."""
+        from tqdm.auto import tqdm
+
+        return tqdm(
+            total=self.total_steps, initial=self.step, unit="step", dynamic_ncols=True,
+            disable=not (self.config.progress and self.dist.is_main),
+        )
 
     def log(self, record: dict[str, Any]) -> None:
         """One metrics record: to ``metrics.jsonl`` (main process) and to the ``on_log`` callback."""

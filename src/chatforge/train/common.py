@@ -4,7 +4,8 @@
   collectives the trainers use;
 * ``bf16_supported``: whether bfloat16 autocast is fast here (measured: a CPU without native bf16 emulates it, and
   some torch builds are slower in bf16 even with it);
-* ``adamw``: the optimizer every trainer uses, torch's fused AdamW where it can run;
+* ``adamw``: the optimizer every trainer uses, torch's fused AdamW where it can run; ``warmup_schedule`` for its
+  learning rate; ``optimizer_step`` (clip, step, clear) and ``gradient_sync`` (DDP's all-reduce once a step);
 * ``rng_state`` / ``set_rng_state``: every RNG a training step draws from, for exact resumption.
 
 The run directory (checkpoints, metrics, the final model) is ``checkpoint``'s.
@@ -12,7 +13,9 @@ The run directory (checkpoints, metrics, the final model) is ``checkpoint``'s.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import math
 import os
 import platform
 import random
@@ -166,6 +169,55 @@ def adamw(params: Any, lr: float, weight_decay: float = 0.0) -> torch.optim.Adam
         except (RuntimeError, TypeError):
             pass
     return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
+
+
+def adamw_with_decay(trainable: Sequence[torch.nn.Parameter], lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """``adamw`` with weight decay on the matrices only, not on biases and norm scales."""
+    return adamw(
+        [
+            {"params": [p for p in trainable if p.ndim >= 2], "weight_decay": weight_decay},
+            {"params": [p for p in trainable if p.ndim < 2], "weight_decay": 0.0},
+        ],
+        lr=lr,
+    )
+
+
+def warmup_schedule(
+    optimizer: torch.optim.Optimizer, warmup: int, *, decay: str = "constant", total_steps: int | None = None
+) -> Any:
+    """A linear warmup over ``warmup`` steps, then the learning rate constant or, with ``decay="cosine"``, down a
+    cosine to 0 at ``total_steps``."""
+    from transformers import get_constant_schedule_with_warmup, get_cosine_schedule_with_warmup
+
+    if decay == "cosine":
+        assert total_steps is not None
+        return get_cosine_schedule_with_warmup(optimizer, warmup, total_steps)
+    return get_constant_schedule_with_warmup(optimizer, warmup)
+
+
+def optimizer_step(
+    trainable: Sequence[torch.nn.Parameter], optimizer: torch.optim.Optimizer, scheduler: Any, max_grad_norm: float | None
+) -> float:
+    """Clip the gradient norm to ``max_grad_norm`` (None: no clipping), step the optimizer and the schedule, clear
+    the gradients. Returns the gradient norm before clipping."""
+    limit = max_grad_norm if max_grad_norm is not None else math.inf
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(trainable, limit))
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return grad_norm
+
+
+def gradient_sync(module: torch.nn.Module, last: bool) -> contextlib.AbstractContextManager[Any]:
+    """Around one micro-batch's backward: under DistributedDataParallel the gradients are all-reduced only at the
+    ``last`` micro-batch of a step (``no_sync`` for the others); elsewhere nothing."""
+    no_sync = getattr(module, "no_sync", None)
+    return contextlib.nullcontext() if last or no_sync is None else no_sync()
+
+
+def use_bf16(setting: bool | str, device: torch.device) -> bool:
+    """A config's ``bf16`` (True, False or "auto") as a decision: "auto" means where it runs natively."""
+    return bf16_supported(device) if setting == "auto" else bool(setting)
 
 
 def bf16_supported(device: torch.device) -> bool:

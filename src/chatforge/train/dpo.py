@@ -24,10 +24,9 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import torch
-from pydantic import ConfigDict
 from torch import nn
 
 from chatforge import chat, models
@@ -38,14 +37,14 @@ from chatforge.train.checkpoint import CheckpointedTrainer
 log = logging.getLogger(__name__)
 
 
-
 class DPOConfigError(ValueError):
     """A DPO configuration that cannot run."""
 
 
 @dataclass
-class DPOConfig(config_io.ConfigIO):
-    __pydantic_config__: ClassVar[ConfigDict] = ConfigDict(extra="forbid")
+class DPOConfig(config_io.ConfigIO, config_io.RunOptions, config_io.PolicyLoRAOptions):
+    """Everything that decides a DPO run. YAML keys and long CLI flags have the same names."""
+
     _error: ClassVar[type[ValueError]] = DPOConfigError
     _what: ClassVar[str] = "DPO"
 
@@ -62,48 +61,20 @@ class DPOConfig(config_io.ConfigIO):
     warmup_steps: int = field(default=0, metadata={"help": "linear warmup steps"})
     max_grad_norm: float | None = field(default=1.0, metadata={"help": "gradient clipping (null: off)"})
     seed: int = field(default=0, metadata={"help": "seed of pair order and LoRA init"})
-    bf16: bool | Literal["auto"] = field(
-        default="auto", metadata={"help": "bf16 autocast: auto uses it where the hardware has native bf16"}
-    )
-    lora: bool = field(default=False, metadata={"help": "train LoRA adapters (reference = adapters disabled)"})
-    lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
-    lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling numerator"})
-    lora_dropout: float = field(default=0.0, metadata={"help": "LoRA dropout (unused: eval-mode forward)"})
-    lora_target_modules: list[str] | str = field(default="all-linear", metadata={"help": "modules to adapt"})
-    save_every: int | None = field(default=None, metadata={"help": "checkpoint every N steps (and at the end)"})
-    save_limit: int | None = field(default=2, metadata={"help": "keep the newest N checkpoints"})
-    resume: bool = field(default=False, metadata={"help": "continue from the newest checkpoint"})
-    overwrite: bool = field(default=False, metadata={"help": "delete an earlier run in output_dir"})
-    threads: int | None = field(default=None, metadata={"help": "torch threads"})
-    tensorboard: bool = field(default=True, metadata={"help": "also log to TensorBoard when installed"})
-    progress: bool = field(default=True, metadata={"help": "show a progress bar"})
 
-    def __post_init__(self) -> None:
-        self._check()
-
-    def problems(self) -> list[str]:
-        out: list[str] = []
-        number = config_io.number_checker(self, out)
-        if not isinstance(self.output_dir, str) or not self.output_dir.strip():
-            out.append("output_dir must be a non-empty path")
+    def _own_problems(self, number: Callable[..., None], out: list[str]) -> None:
         number("beta", minimum=0.0, inclusive=False)
         number("label_smoothing", minimum=0.0)
         if isinstance(self.label_smoothing, (int, float)) and self.label_smoothing >= 0.5:
             out.append(f"label_smoothing must be below 0.5, got {self.label_smoothing!r}")
         number("learning_rate", minimum=0.0, inclusive=False)
-        for name in ("epochs", "batch_pairs", "lora_r", "lora_alpha"):
-            number(name, minimum=1, integer=True)
+        number("epochs", minimum=1, integer=True)
+        number("batch_pairs", minimum=1, integer=True)
         number("max_steps", minimum=1, integer=True, optional=True)
         number("max_seq_len", minimum=4, integer=True)
         number("warmup_steps", minimum=0, integer=True)
         number("seed", minimum=0, integer=True)
         number("max_grad_norm", minimum=0.0, inclusive=False, optional=True)
-        number("save_every", minimum=1, integer=True, optional=True)
-        number("save_limit", minimum=1, integer=True, optional=True)
-        number("threads", minimum=1, integer=True, optional=True)
-        if self.resume and self.overwrite:
-            out.append("resume and overwrite contradict each other: give one")
-        return out
 
 
 @dataclass(frozen=True)
@@ -194,13 +165,11 @@ class DPOTrainer(CheckpointedTrainer[DPOResult]):
         if config.lora:
             policy = starting_point.with_lora(policy, config)
         self.model = policy.eval()
-        self.bf16 = common.bf16_supported(self.device) if config.bf16 == "auto" else bool(config.bf16)
+        self.bf16 = common.use_bf16(config.bf16, self.device)
         self._module = _SequenceLogprobs(self.model, torch.bfloat16 if self.bf16 else None)
         self.trainable = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = common.adamw(self.trainable, lr=config.learning_rate)
-        from transformers import get_constant_schedule_with_warmup
-
-        self.scheduler = get_constant_schedule_with_warmup(self.optimizer, config.warmup_steps)
+        self.scheduler = common.warmup_schedule(self.optimizer, config.warmup_steps)
         self.steps_per_epoch = len(self.pairs) // (config.batch_pairs * self.dist.world_size)
         self.total_steps = config.max_steps or self.steps_per_epoch * config.epochs
         self.reference = self._reference_logprobs()  # [pairs, 2], before any update
@@ -226,12 +195,9 @@ class DPOTrainer(CheckpointedTrainer[DPOResult]):
         return order[first : first + size]
 
     def _run(self) -> DPOResult:
-        module: nn.Module = self._module
-        if self.dist.active:
-            from torch.nn.parallel import DistributedDataParallel
-
-            module = DistributedDataParallel(self._module)
+        module = self._distributed(self._module)
         loss_value = accuracy = None
+        bar = self._progress_bar()
         run_started = time.monotonic()
         while self.step < self.total_steps:
             started = time.monotonic()
@@ -242,11 +208,7 @@ class DPOTrainer(CheckpointedTrainer[DPOResult]):
                 logps[:, 0], logps[:, 1], ref[:, 0], ref[:, 1], self.config.beta, self.config.label_smoothing
             )
             loss.backward()
-            limit = self.config.max_grad_norm if self.config.max_grad_norm is not None else float("inf")
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(self.trainable, limit))
-            self.optimizer.step()
-            self.scheduler.step()
-            self.optimizer.zero_grad(set_to_none=True)
+            grad_norm = common.optimizer_step(self.trainable, self.optimizer, self.scheduler, self.config.max_grad_norm)
             self.step += 1
             n = len(indices)
             total, loss_sum, correct, margin, rc, rr = self.dist.sum(
@@ -259,8 +221,11 @@ class DPOTrainer(CheckpointedTrainer[DPOResult]):
                       "grad_norm": grad_norm, "lr": float(self.scheduler.get_last_lr()[0]),
                       "step_time": time.monotonic() - started}
             self.log(record)
+            bar.set_postfix(loss=f"{loss_value:.4f}", acc=f"{accuracy:.3f}", refresh=False)
+            bar.update(1)
             if self._save_due():
                 self.save_checkpoint(self._elapsed(run_started))
+        bar.close()
         final, adapter = self.publish_final()
         return DPOResult(self.step, loss_value, accuracy, self.checkpoint_dir(self.step), final, adapter)
 

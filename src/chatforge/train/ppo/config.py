@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import ClassVar, Literal
-
-from pydantic import ConfigDict
+from typing import ClassVar
 
 from chatforge import models
 from chatforge.train import config as config_io
@@ -16,10 +15,9 @@ class PPOConfigError(ValueError):
 
 
 @dataclass
-class PPOConfig(config_io.ConfigIO):
+class PPOConfig(config_io.ConfigIO, config_io.RunOptions, config_io.PolicyLoRAOptions):
     """Everything that decides a PPO run. YAML keys and long CLI flags have the same names."""
 
-    __pydantic_config__: ClassVar[ConfigDict] = ConfigDict(extra="forbid")
     _error: ClassVar[type[ValueError]] = PPOConfigError
     _what: ClassVar[str] = "PPO"
     # Both were called "target": one the KL the adaptive controller aims for, the other the early stop.
@@ -75,46 +73,21 @@ class PPOConfig(config_io.ConfigIO):
     reward_batch_size: int = field(default=16, metadata={"help": "batch size of reward-model scoring"})
     forward_batch_size: int = field(default=16, metadata={"help": "sequences per no-grad forward pass"})
     seed: int = field(default=0, metadata={"help": "seed of prompt order, sampling and LoRA init"})
-    bf16: bool | Literal["auto"] = field(
-        default="auto", metadata={"help": "bf16 autocast of the forward passes: auto uses it where the hardware has native bf16"}
-    )
     decode_dtype: str = field(
         default="auto",
         metadata={"help": "dtype the rollouts are sampled in (auto: bfloat16 on CPUs with AVX512-BF16, else the model's)"},
     )
 
-    lora: bool = field(default=False, metadata={"help": "train LoRA adapters (reference = adapters disabled)"})
-    lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
-    lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling numerator"})
-    lora_dropout: float = field(default=0.0, metadata={"help": "LoRA dropout (unused: PPO runs in eval mode)"})
-    lora_target_modules: list[str] | str = field(default="all-linear", metadata={"help": "modules to adapt"})
-
-    save_every: int | None = field(default=None, metadata={"help": "checkpoint every N steps (and at the end)"})
-    save_limit: int | None = field(default=2, metadata={"help": "keep the newest N checkpoints"})
-    resume: bool = field(default=False, metadata={"help": "continue from the newest checkpoint"})
-    overwrite: bool = field(default=False, metadata={"help": "delete an earlier run in output_dir"})
-    threads: int | None = field(default=None, metadata={"help": "torch threads"})
-    tensorboard: bool = field(default=True, metadata={"help": "also log to TensorBoard when installed"})
-    progress: bool = field(default=True, metadata={"help": "show a progress bar"})
-
-    def __post_init__(self) -> None:
-        self._check()
-
-    def problems(self) -> list[str]:
-        out: list[str] = []
-        number = config_io.number_checker(self, out)
-        if not isinstance(self.output_dir, str) or not self.output_dir.strip():
-            out.append("output_dir must be a non-empty path")
+    def _own_problems(self, number: Callable[..., None], out: list[str]) -> None:
         for name in ("steps", "batch_size", "mini_batch_size", "ppo_epochs", "max_new_tokens", "max_prompt_tokens",
-                     "kl_horizon", "ptx_batch_sequences", "reward_batch_size", "forward_batch_size", "lora_r",
-                     "lora_alpha"):
+                     "kl_horizon", "ptx_batch_sequences", "reward_batch_size", "forward_batch_size"):
             number(name, minimum=1, integer=True)
         number("max_seq_len", minimum=2, integer=True)
         number("warmup_steps", minimum=0, integer=True)
         number("seed", minimum=0, integer=True)
         number("learning_rate", minimum=0.0, inclusive=False)
         number("temperature", minimum=0.0, inclusive=False)
-        for name in ("weight_decay", "kl_coef", "vf_coef", "entropy_coef", "ptx_coef", "gamma", "lam", "lora_dropout"):
+        for name in ("weight_decay", "kl_coef", "vf_coef", "entropy_coef", "ptx_coef", "gamma", "lam"):
             number(name, minimum=0.0)
         for name in ("gamma", "lam"):
             if isinstance(getattr(self, name), (int, float)) and getattr(self, name) > 1:
@@ -126,18 +99,10 @@ class PPOConfig(config_io.ConfigIO):
         number("max_grad_norm", minimum=0.0, inclusive=False, optional=True)
         number("empty_reward", minimum=-float("inf"))
         number("truncation_reward", minimum=-float("inf"), optional=True)
-        number("save_every", minimum=1, integer=True, optional=True)
-        number("save_limit", minimum=1, integer=True, optional=True)
-        number("threads", minimum=1, integer=True, optional=True)
         if isinstance(self.mini_batch_size, int) and isinstance(self.batch_size, int) and self.mini_batch_size > self.batch_size:
             out.append(f"mini_batch_size ({self.mini_batch_size}) cannot exceed batch_size ({self.batch_size})")
-        if self.bf16 not in (True, False, "auto"):
-            out.append(f"bf16 must be true, false or 'auto', got {self.bf16!r}")
         if self.decode_dtype != "auto":
             try:
                 models.parse_dtype(self.decode_dtype)
             except ValueError as err:
                 out.append(f"decode_dtype: {err}")
-        if self.resume and self.overwrite:
-            out.append("resume and overwrite contradict each other: give one")
-        return out

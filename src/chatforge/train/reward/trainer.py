@@ -210,16 +210,8 @@ class RewardTrainer(CheckpointedTrainer[RewardResult]):
             model = starting_point.with_lora(model, config, task_type="SEQ_CLS")
         self.model = model
         self.trainable = starting_point.trainable_parameters(model, RewardConfigError)
-        self.bf16 = common.bf16_supported(self.device) if config.bf16 == "auto" else bool(config.bf16)
-        decay = [p for p in self.trainable if p.ndim >= 2]
-        no_decay = [p for p in self.trainable if p.ndim < 2]
-        self.optimizer = common.adamw(
-            [
-                {"params": decay, "weight_decay": config.weight_decay},
-                {"params": no_decay, "weight_decay": 0.0},
-            ],
-            lr=config.learning_rate,
-        )
+        self.bf16 = common.use_bf16(config.bf16, self.device)
+        self.optimizer = common.adamw_with_decay(self.trainable, config.learning_rate, config.weight_decay)
         if self.steps_per_epoch == 0:
             raise RewardDataError(
                 f"{len(self.train_encoded)} training comparisons fill fewer micro-batches than one optimizer step "
@@ -227,17 +219,9 @@ class RewardTrainer(CheckpointedTrainer[RewardResult]):
                 "batch_prompts, less accumulation or more data"
             )
         self.total_steps = config.max_steps or self.steps_per_epoch * config.epochs
-        warmup = (
-            config.warmup_steps
-            if config.warmup_steps is not None
-            else math.ceil(config.warmup_ratio * self.total_steps)
+        self.scheduler = common.warmup_schedule(
+            self.optimizer, config.warmup(self.total_steps), decay=config.lr_schedule, total_steps=self.total_steps
         )
-        from transformers import get_constant_schedule_with_warmup, get_cosine_schedule_with_warmup
-
-        if config.lr_schedule == "cosine":
-            self.scheduler = get_cosine_schedule_with_warmup(self.optimizer, warmup, self.total_steps)
-        else:
-            self.scheduler = get_constant_schedule_with_warmup(self.optimizer, warmup)
 
     # ----------------------------------------------------------------------------------------------------------
     # Data plan
@@ -268,22 +252,9 @@ class RewardTrainer(CheckpointedTrainer[RewardResult]):
     def _run(self) -> RewardResult:
         config = self.config
         self.model.train()
-        module: nn.Module = PackedScores(self.model)
-        if self.dist.active:
-            from torch.nn.parallel import DistributedDataParallel
-
-            module = DistributedDataParallel(module)
+        module = self._distributed(PackedScores(self.model))
         self._describe_run()
-
-        from tqdm.auto import tqdm
-
-        bar = tqdm(
-            total=self.total_steps,
-            initial=self.step,
-            unit="step",
-            dynamic_ncols=True,
-            disable=not (config.progress and self.dist.is_main),
-        )
+        bar = self._progress_bar()
         started = time.monotonic()
         last: dict[str, Any] = {}
         evaluation: dict[str, float] = {}
@@ -365,9 +336,7 @@ class RewardTrainer(CheckpointedTrainer[RewardResult]):
         loss_sum = correct = pairs = tokens = 0.0
         reward_sum = reward_square_sum = responses = 0.0
         for i, batch in enumerate(batches):
-            sync = i == len(batches) - 1
-            no_sync = getattr(module, "no_sync", None)
-            with contextlib.nullcontext() if sync or no_sync is None else no_sync():
+            with common.gradient_sync(module, last=i == len(batches) - 1):
                 with self._autocast():
                     scores = batch.scores(module)
                 loss, stats = losses.ranking_loss(
@@ -382,11 +351,7 @@ class RewardTrainer(CheckpointedTrainer[RewardResult]):
             reward_sum += float(detached.sum())
             reward_square_sum += float((detached**2).sum())
             responses += len(detached)
-        limit = self.config.max_grad_norm if self.config.max_grad_norm is not None else math.inf
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.trainable, limit))
-        self.optimizer.step()
-        self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        grad_norm = common.optimizer_step(self.trainable, self.optimizer, self.scheduler, self.config.max_grad_norm)
         loss_sum, correct, pairs, tokens, reward_sum, reward_square_sum, responses = self.dist.sum(
             [loss_sum, correct, pairs, tokens, reward_sum, reward_square_sum, responses]
         )

@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import math
 import random
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -106,32 +105,16 @@ class SFTTrainer(CheckpointedTrainer[SFTResult]):
             model = starting_point.with_lora(model, config)
         self.model = model
         self.trainable = starting_point.trainable_parameters(model, SFTConfigError)
-        self.bf16 = common.bf16_supported(self.device) if config.bf16 == "auto" else bool(config.bf16)
+        self.bf16 = common.use_bf16(config.bf16, self.device)
         self._loss_module = _PackedLoss(model, torch.bfloat16 if self.bf16 else None)
 
-        decay = [p for p in self.trainable if p.ndim >= 2]
-        no_decay = [p for p in self.trainable if p.ndim < 2]  # biases and norm scales
-        self.optimizer = common.adamw(
-            [
-                {"params": decay, "weight_decay": config.weight_decay},
-                {"params": no_decay, "weight_decay": 0.0},
-            ],
-            lr=config.learning_rate,
-        )
+        self.optimizer = common.adamw_with_decay(self.trainable, config.learning_rate, config.weight_decay)
         self._epoch_steps: list[int] = []
         self.steps_in_epoch(0)  # fails now, not mid-run, when the data cannot fill one step
         self.total_steps = config.max_steps or sum(self.steps_in_epoch(e) for e in range(config.epochs))
-        warmup = (
-            config.warmup_steps
-            if config.warmup_steps is not None
-            else math.ceil(config.warmup_ratio * self.total_steps)
+        self.scheduler = common.warmup_schedule(
+            self.optimizer, config.warmup(self.total_steps), decay=config.lr_schedule, total_steps=self.total_steps
         )
-        from transformers import get_constant_schedule_with_warmup, get_cosine_schedule_with_warmup
-
-        if config.lr_schedule == "cosine":
-            self.scheduler = get_cosine_schedule_with_warmup(self.optimizer, warmup, self.total_steps)
-        else:
-            self.scheduler = get_constant_schedule_with_warmup(self.optimizer, warmup)
         self._tokens_seen = 0  # by the end of the last step, the runs this one resumes included
 
     # ----------------------------------------------------------------------------------------------------------
@@ -187,22 +170,9 @@ class SFTTrainer(CheckpointedTrainer[SFTResult]):
     def _run(self) -> SFTResult:
         config = self.config
         self.model.train()
-        module: nn.Module = self._loss_module
-        if self.dist.active:
-            from torch.nn.parallel import DistributedDataParallel
-
-            module = DistributedDataParallel(self._loss_module)
+        module = self._distributed(self._loss_module)
         self._describe_run()
-
-        from tqdm.auto import tqdm
-
-        bar = tqdm(
-            total=self.total_steps,
-            initial=self.step,
-            unit="step",
-            dynamic_ncols=True,
-            disable=not (config.progress and self.dist.is_main),
-        )
+        bar = self._progress_bar()
         started = time.monotonic()
         last_loss: float | None = None
         eval_loss: float | None = None
@@ -271,18 +241,12 @@ class SFTTrainer(CheckpointedTrainer[SFTResult]):
         scale = self.dist.world_size / total_targets
         loss_sum = 0.0
         for i, batch in enumerate(batches):
-            sync = i == len(batches) - 1
-            no_sync = getattr(module, "no_sync", None)
-            with contextlib.nullcontext() if sync or no_sync is None else no_sync():
+            with common.gradient_sync(module, last=i == len(batches) - 1):
                 with self._autocast():
                     loss = module(batch)
                 (loss * scale).backward()
             loss_sum += float(loss.detach())
-        limit = self.config.max_grad_norm if self.config.max_grad_norm is not None else math.inf
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.trainable, limit))
-        self.optimizer.step()
-        self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        grad_norm = common.optimizer_step(self.trainable, self.optimizer, self.scheduler, self.config.max_grad_norm)
         (total_loss,) = self.dist.sum([loss_sum])
         return total_loss / total_targets, grad_norm, int(total_tokens), int(total_targets)
 
