@@ -313,7 +313,7 @@ def test_cli_flags_override_the_yaml(tmp_path):
         and config.data == "d.jsonl"
         and config.lora_target_modules == ["q_proj", "k_proj"]
     )
-    assert args.func is sft.run_command
+    assert args.func == sft.run_command  # (a bound method: equal, not the same object)
 
 
 def test_cli_trains_from_a_jsonl_file(tmp_path, capsys):

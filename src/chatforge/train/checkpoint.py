@@ -296,6 +296,8 @@ class CheckpointedTrainer(Generic[ResultT]):
     tokenizer: Any
     optimizer: torch.optim.Optimizer
     scheduler: Any
+    trainable: list[torch.nn.Parameter]  # what the optimizer updates
+    bf16: bool  # whether the forward passes run under bfloat16 autocast
     total_steps: int
 
     def __init__(
@@ -398,19 +400,34 @@ class CheckpointedTrainer(Generic[ResultT]):
         if self.on_log is not None:
             self.on_log(record)
 
-    def write_run_info(self, info: dict[str, Any]) -> None:
-        """``run.json`` (main process)."""
+    def write_run_info(self, **details: Any) -> dict[str, Any]:
+        """``run.json`` (main process): the config, the processes, the precision, ``details`` and the number of
+        trainable parameters. Returns what it holds."""
+        info = {
+            "config": self.config.to_dict(),
+            "world_size": self.dist.world_size,
+            "bf16": self.bf16,
+            **details,
+            "trainable_parameters": sum(p.numel() for p in self.trainable),
+        }
         if self.dist.is_main:
             write_text_atomically(self.output_dir / "run.json", json.dumps(info, indent=2) + "\n")
+        return info
 
     def _elapsed(self, started: float) -> float:
         """Seconds of training so far, the runs this one resumes included (``started``: this run's monotonic start)."""
         return self._elapsed_before + time.monotonic() - started
 
-    def _save_due(self) -> bool:
-        """Whether the step just done ends with a checkpoint: every ``save_every`` steps, and at the end."""
-        every = self.config.save_every
+    def _due(self, every: int | None) -> bool:
+        """Whether the step just done is one of every ``every`` (None: none), or the last: when to save a
+        checkpoint (``save_every``) or evaluate (``eval_every``)."""
         return bool(every and self.step % every == 0) or self.step == self.total_steps
+
+    def _log_step(self, bar: Any, record: dict[str, Any], **headline: str) -> None:
+        """A step's metrics record (``log``), and its headline numbers on the progress bar."""
+        self.log(record)
+        bar.set_postfix(refresh=False, **headline)
+        bar.update(1)
 
     # ----------------------------------------------------------------------------------------------------------
     # Checkpoints

@@ -15,11 +15,9 @@ and step, and resume exactly.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import logging
 import random
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -33,6 +31,7 @@ from chatforge import chat, models
 from chatforge.train import common, losses, packing, rollout, starting_point
 from chatforge.train import config as config_io
 from chatforge.train.checkpoint import CheckpointedTrainer
+from chatforge.train.command import StageCommand
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +135,10 @@ class DPOResult:
     final_dir: Path | None
     adapter_dir: Path | None
 
+    def summary(self) -> str:
+        """What ``chatforge dpo`` prints at the end."""
+        return f"done: {self.step} steps, loss {self.loss:.4f}, accuracy {self.accuracy:.3f}\npolicy: {self.final_dir}"
+
 
 class DPOTrainer(CheckpointedTrainer[DPOResult]):
     """DPO on ``policy`` (trained in place; with LoRA ``trainer.model`` is the peft model) from comparisons."""
@@ -220,10 +223,8 @@ class DPOTrainer(CheckpointedTrainer[DPOResult]):
                       "margin": margin / total, "reward_chosen": rc / total, "reward_rejected": rr / total,
                       "grad_norm": grad_norm, "lr": float(self.scheduler.get_last_lr()[0]),
                       "step_time": time.monotonic() - started}
-            self.log(record)
-            bar.set_postfix(loss=f"{loss_value:.4f}", acc=f"{accuracy:.3f}", refresh=False)
-            bar.update(1)
-            if self._save_due():
+            self._log_step(bar, record, loss=f"{loss_value:.4f}", acc=f"{accuracy:.3f}")
+            if self._due(self.config.save_every):
                 self.save_checkpoint(self._elapsed(run_started))
         bar.close()
         final, adapter = self.publish_final()
@@ -243,31 +244,31 @@ class DPOTrainer(CheckpointedTrainer[DPOResult]):
         self.reference = state["reference"]  # the initial policy's, not the checkpoint's
 
 
-_ALIASES = {"output_dir": ["--out"], "learning_rate": ["--lr"]}
+# --------------------------------------------------------------------------------------------------------------
+# The command
+# --------------------------------------------------------------------------------------------------------------
 
 
-def run_command(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        config = config_io.config_from_args(DPOConfig, args)
-        if not config.policy or not config.comparisons:
-            raise DPOConfigError("give --policy and --comparisons")
-        models.set_threads(config.threads)
-        from chatforge.data.comparisons import load_comparisons
+def build(config: DPOConfig) -> DPOTrainer:
+    """direct preference optimisation on comparison records
 
-        comparisons = load_comparisons(config.comparisons)
-        policy, tokenizer = starting_point.load_policy(config.policy)
-        trainer = DPOTrainer(config, policy, tokenizer, comparisons)
-        result = trainer.train()
-    except (DPOConfigError, chat.ConversationError, models.ModelNotFoundError, FileExistsError, ValueError) as err:
-        print(f"chatforge dpo: error: {err}", file=sys.stderr)
-        return 2
-    if trainer.dist.is_main:
-        print(f"done: {result.step} steps, loss {result.loss:.4f}, accuracy {result.accuracy:.3f}\npolicy: {result.final_dir}")
-    return 0
+    DPO (Rafailov et al. 2023) on comparison records: no reward model, no sampling. Run under
+    `torchrun --nproc_per_node=N -m chatforge.train dpo ...` for N processes.
+    """
+    if not config.policy or not config.comparisons:
+        raise DPOConfigError("give --policy and --comparisons")
+    from chatforge.data.comparisons import load_comparisons
+
+    comparisons = load_comparisons(config.comparisons)  # (before the model: a bad file fails fast)
+    policy, tokenizer = starting_point.load_policy(config.policy)
+    return DPOTrainer(config, policy, tokenizer, comparisons)
 
 
-def register_cli(subparsers: Any) -> None:
-    parser = subparsers.add_parser("dpo", help="direct preference optimisation on comparison records")
-    config_io.add_config_arguments(parser, DPOConfig, _ALIASES)
-    parser.set_defaults(func=run_command)
+COMMAND = StageCommand(
+    "dpo", DPOConfig, build, (DPOConfigError, chat.ConversationError, models.ModelNotFoundError, FileExistsError,
+                              ValueError),
+    aliases={"output_dir": ["--out"], "learning_rate": ["--lr"]},
+)
+run_command = COMMAND.run
+register_cli = COMMAND.register
+main = COMMAND.main

@@ -38,6 +38,10 @@ class PPOResult:
     final_dir: Path | None
     adapter_dir: Path | None
 
+    def summary(self) -> str:
+        """What ``chatforge ppo`` prints at the end."""
+        return f"done: {self.step} steps, reward {self.reward:.4f}, KL {self.kl:.4f}\npolicy: {self.final_dir}"
+
 
 class _PolicyValue(nn.Module):
     """Policy + value head as one module (what DDP wraps): per response token, log-prob, entropy and value; and
@@ -390,8 +394,7 @@ class PPOTrainer(CheckpointedTrainer[PPOResult]):
     def _run(self) -> PPOResult:
         config = self.config
         module = self._distributed(self._module)
-        self.write_run_info({"config": config.to_dict(), "world_size": self.dist.world_size, "bf16": self.bf16,
-                             "prompts": len(self.contexts), "trainable_parameters": sum(p.numel() for p in self.trainable)})
+        self.write_run_info(prompts=len(self.contexts))
         bar = self._progress_bar()
         started = time.monotonic()
         stats: dict[str, float] = {}
@@ -413,10 +416,8 @@ class PPOTrainer(CheckpointedTrainer[PPOResult]):
                       "generation_share": stats["generation_time"] / step_time if step_time > 0 else 0.0,
                       "step_time": step_time,
                       "elapsed": self._elapsed(started)}
-            self.log(record)
-            bar.set_postfix(reward=f"{stats['reward']:.3f}", kl=f"{stats['kl']:.3f}", refresh=False)
-            bar.update(1)
-            if self._save_due():
+            self._log_step(bar, record, reward=f"{stats['reward']:.3f}", kl=f"{stats['kl']:.3f}")
+            if self._due(self.config.save_every):
                 self.save_checkpoint(self._elapsed(started))
         bar.close()
         final_dir, adapter_dir = self.publish_final()

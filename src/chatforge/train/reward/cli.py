@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 import typing
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from chatforge import chat, models
 from chatforge.data.comparisons import ComparisonError
-from chatforge.train.config import add_config_arguments
-from chatforge.train.config import config_from_args as config_from_args_of
+from chatforge.train.command import StageCommand, fail
 from chatforge.train.reward.config import RewardConfig, RewardConfigError, RewardDataError
 from chatforge.train.reward.data import load_data, read_comparisons
 from chatforge.train.reward.evaluation import PlottingUnavailable, evaluate_reward_model
@@ -21,20 +18,7 @@ from chatforge.train.reward.model import RewardModel, load_reward_base
 from chatforge.train.reward.trainer import RewardTrainer
 from chatforge.train.sft.config import SFTDataError
 
-_ALIASES = {"sft_model": ["--sft"], "output_dir": ["--out"], "learning_rate": ["--lr"]}
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The ``rm`` command's flags: --config YAML, and one flag per RewardConfig field (flags beat the YAML)."""
-    add_config_arguments(parser, RewardConfig, _ALIASES)
-
-
-def config_from_args(args: argparse.Namespace) -> RewardConfig:
-    """The config a command line describes: the --config YAML (if any) with the given flags on top."""
-    return typing.cast(RewardConfig, config_from_args_of(RewardConfig, args))
-
-
-_COMMAND_ERRORS = (
+_ERRORS = (
     RewardConfigError,
     RewardDataError,
     ComparisonError,
@@ -46,46 +30,33 @@ _COMMAND_ERRORS = (
 )
 
 
-def run_command(args: argparse.Namespace) -> int:
-    """``chatforge rm``: load the start model and comparisons, train, normalise, evaluate."""
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        config = config_from_args(args)
-        if config.sft_model is None:
-            raise RewardConfigError(
-                "no model to start from: give --sft RUN_DIR_OR_MODEL (or sft_model in the YAML)"
-            )
-        models.set_threads(config.threads)
-        train, held_out, references = load_data(config)
-        model, tokenizer = load_reward_base(config.sft_model, seed=config.seed)
-        trainer = RewardTrainer(
-            config,
-            model,
-            tokenizer,
-            train,
-            held_out or None,
-            references,
-            reference_name=config.reference_data,
-        )
-        result = trainer.train()
-    except _COMMAND_ERRORS as err:
-        print(f"chatforge rm: error: {err}", file=sys.stderr)
-        return 2
-    if trainer.dist.is_main:
-        lines = [
-            f"done: {result.step} steps, last loss {result.train_loss:.4f}"
-            if result.train_loss is not None
-            else "done"
-        ]
-        if result.eval_accuracy is not None:
-            lines.append(
-                f"held-out pairwise accuracy {result.eval_accuracy:.3f} (loss {result.eval_loss:.4f})"
-            )
-        lines.append(f"reward model: {result.final_dir} (offset {result.offset:.4f})")
-        if result.eval_report is not None:
-            lines.append(f"evaluation: {trainer.output_dir / 'rm_eval.json'}")
-        print("\n".join(lines))
-    return 0
+def build(config: RewardConfig) -> RewardTrainer:
+    """train a reward model on ranked comparisons
+
+    Train a reward model (the SFT model with a scalar head) on K-wise rankings with InstructGPT's loss, normalise
+    it so reference replies score 0, and evaluate it on held-out comparisons. Run it under
+    `torchrun --nproc_per_node=N -m chatforge.train rm ...` to train on N processes.
+    """
+    if config.sft_model is None:
+        raise RewardConfigError("no model to start from: give --sft RUN_DIR_OR_MODEL (or sft_model in the YAML)")
+    comparisons, held_out, references = load_data(config)
+    model, tokenizer = load_reward_base(config.sft_model, seed=config.seed)
+    return RewardTrainer(
+        config, model, tokenizer, comparisons, held_out or None, references, reference_name=config.reference_data
+    )
+
+
+COMMAND = StageCommand(
+    "rm", RewardConfig, build, _ERRORS, aliases={"sft_model": ["--sft"], "output_dir": ["--out"], "learning_rate": ["--lr"]}
+)
+add_arguments = COMMAND.add_arguments
+run_command = COMMAND.run
+main = COMMAND.main
+
+
+def config_from_args(args: argparse.Namespace) -> RewardConfig:
+    """The config a command line describes: the --config YAML (if any) with the given flags on top."""
+    return typing.cast(RewardConfig, COMMAND.config_from_args(args))
 
 
 def run_eval_command(args: argparse.Namespace) -> int:
@@ -98,9 +69,8 @@ def run_eval_command(args: argparse.Namespace) -> int:
         report = evaluate_reward_model(
             reward_model, comparisons, args.out, batch_size=args.batch_size, plots=args.plots
         )
-    except _COMMAND_ERRORS as err:
-        print(f"chatforge rm-eval: error: {err}", file=sys.stderr)
-        return 2
+    except _ERRORS as err:
+        return fail("rm-eval", err)
     accuracy = report["accuracy"]
     print(
         f"pairwise accuracy {accuracy:.3f} over {report['pairs']} pairs"
@@ -114,15 +84,7 @@ def run_eval_command(args: argparse.Namespace) -> int:
 
 def register_cli(subparsers: Any) -> None:
     """Add ``rm`` (train a reward model) and ``rm-eval`` (evaluate one) to a ``chatforge`` sub-parser set."""
-    parser = subparsers.add_parser(
-        "rm",
-        help="train a reward model on ranked comparisons",
-        description="Train a reward model (the SFT model with a scalar head) on K-wise rankings with "
-        "InstructGPT's loss, normalise it so reference replies score 0, and evaluate it on held-out "
-        "comparisons. Run it under `torchrun --nproc_per_node=N` to train on N processes.",
-    )
-    add_arguments(parser)
-    parser.set_defaults(func=run_command)
+    COMMAND.register(subparsers)
 
     evaluate = subparsers.add_parser(
         "rm-eval",
@@ -144,13 +106,3 @@ def register_cli(subparsers: Any) -> None:
     )
     evaluate.add_argument("--threads", type=int, default=None, help="torch threads")
     evaluate.set_defaults(func=run_eval_command)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``chatforge rm`` on its own, same flags (for torchrun: ``-m chatforge.train rm`` once registered there)."""
-    parser = argparse.ArgumentParser(
-        prog="chatforge rm", description="Train a reward model on ranked comparisons."
-    )
-    add_arguments(parser)
-    return run_command(parser.parse_args(argv))
-

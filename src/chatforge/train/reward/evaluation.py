@@ -75,25 +75,31 @@ def _accuracy(correct: float, pairs: int) -> float | None:
     return correct / pairs if pairs else None
 
 
-def _pearson(xs: Sequence[float], ys: Sequence[float]) -> float | None:
+def _centered_sums(xs: Sequence[float], ys: Sequence[float]) -> tuple[float, float, float] | None:
+    """(Sxx, Syy, Sxy): the sums of squares and of products about the means; None below two points."""
     n = len(xs)
     if n < 2:
         return None
     mx, my = sum(xs) / n, sum(ys) / n
-    sxx = sum((x - mx) ** 2 for x in xs)
-    syy = sum((y - my) ** 2 for y in ys)
-    if sxx == 0 or syy == 0:
+    return (
+        sum((x - mx) ** 2 for x in xs),
+        sum((y - my) ** 2 for y in ys),
+        sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)),
+    )
+
+
+def _pearson(xs: Sequence[float], ys: Sequence[float]) -> float | None:
+    sums = _centered_sums(xs, ys)
+    if sums is None or sums[0] == 0 or sums[1] == 0:
         return None
-    return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / math.sqrt(sxx * syy)
+    sxx, syy, sxy = sums
+    return sxy / math.sqrt(sxx * syy)
 
 
 def _slope(xs: Sequence[float], ys: Sequence[float]) -> float | None:
-    n = len(xs)
-    if n < 2:
-        return None
-    mx, my = sum(xs) / n, sum(ys) / n
-    sxx = sum((x - mx) ** 2 for x in xs)
-    return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sxx if sxx else None
+    """The least-squares slope of ys on xs."""
+    sums = _centered_sums(xs, ys)
+    return sums[2] / sums[0] if sums is not None and sums[0] else None
 
 
 def calibration_bins(

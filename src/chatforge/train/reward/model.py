@@ -94,6 +94,19 @@ def check_reward_model(model: Any) -> None:
         )
 
 
+def normalisation_keys(
+    offset: float, spread: float, reference_name: str, reference_count: int, max_seq_len: int
+) -> dict[str, Any]:
+    """What a trained reward model's saved config records about its normalisation (and its input length)."""
+    return {
+        OFFSET_KEY: offset,
+        OFFSET_STD_KEY: spread,
+        REFERENCE_KEY: reference_name,
+        REFERENCE_COUNT_KEY: reference_count,
+        MAX_LEN_KEY: max_seq_len,
+    }
+
+
 def base_config(model: Any) -> Any:
     """The transformers config under any peft wrapper."""
     return model.get_base_model().config if hasattr(model, "get_base_model") else model.config

@@ -35,17 +35,8 @@ from chatforge.train.reward.encoding import (
     fingerprint,
     prepare_tokenizer,
 )
-from chatforge.train.reward.evaluation import evaluate_reward_model, require_matplotlib
-from chatforge.train.reward.model import (
-    MAX_LEN_KEY,
-    OFFSET_KEY,
-    OFFSET_STD_KEY,
-    REFERENCE_COUNT_KEY,
-    REFERENCE_KEY,
-    RewardModel,
-    base_config,
-    check_reward_model,
-)
+from chatforge.train.reward.evaluation import EVAL_FILE, evaluate_reward_model, require_matplotlib
+from chatforge.train.reward.model import RewardModel, base_config, check_reward_model, normalisation_keys
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +120,16 @@ class RewardResult:
     final_dir: Path | None  # the normalised reward model (Hugging Face sequence classification)
     adapter_dir: Path | None  # LoRA runs
     eval_report: dict[str, Any] | None  # what rm_eval.json holds
+
+    def summary(self) -> str:
+        """What ``chatforge rm`` prints at the end."""
+        lines = [f"done: {self.step} steps, last loss {self.train_loss:.4f}" if self.train_loss is not None else "done"]
+        if self.eval_accuracy is not None:
+            lines.append(f"held-out pairwise accuracy {self.eval_accuracy:.3f} (loss {self.eval_loss:.4f})")
+        lines.append(f"reward model: {self.final_dir} (offset {self.offset:.4f})")
+        if self.eval_report is not None and self.final_dir is not None:
+            lines.append(f"evaluation: {self.final_dir.parent / EVAL_FILE}")
+        return "\n".join(lines)
 
 
 # Config fields that decide which examples form each step: a resumed run with other values would not continue
@@ -264,10 +265,7 @@ class RewardTrainer(CheckpointedTrainer[RewardResult]):
             if in_epoch == self.steps_per_epoch:
                 epoch, in_epoch = epoch + 1, 0
                 plan = self.epoch_plan(epoch)
-            # Micro-batch m of process r in this step: one process accumulating A micro-batches sees the same
-            # prompts as A processes without accumulation.
-            first = in_epoch * self._per_step
-            mine = [plan[first + m * self.dist.world_size + self.dist.rank] for m in range(config.grad_accum)]
+            mine = packing.process_share(plan, in_epoch, config.grad_accum, self.dist.rank, self.dist.world_size)
             step_started = time.monotonic()
             lr = float(self.scheduler.get_last_lr()[0])
             batches = [collate(self.train_encoded, indices, self.pad_id, self.device) for indices in mine]
@@ -275,7 +273,8 @@ class RewardTrainer(CheckpointedTrainer[RewardResult]):
             step_time = time.monotonic() - step_started
             self.step += 1
             in_epoch += 1
-            self.log(
+            self._log_step(
+                bar,
                 {
                     "kind": "train",
                     "step": self.step,
@@ -284,15 +283,13 @@ class RewardTrainer(CheckpointedTrainer[RewardResult]):
                     "lr": lr,
                     "prompts_per_s": last["prompts"] / step_time if step_time > 0 else 0.0,
                     "elapsed": self._elapsed(started),
-                }
+                },
+                loss=f"{last['loss']:.4f}", acc=f"{last['accuracy']:.3f}",
             )
-            bar.set_postfix(loss=f"{last['loss']:.4f}", acc=f"{last['accuracy']:.3f}", refresh=False)
-            bar.update(1)
-            done = self.step == self.total_steps
-            if self.eval_encoded and ((config.eval_every and self.step % config.eval_every == 0) or done):
+            if self.eval_encoded and self._due(config.eval_every):
                 evaluation = self.evaluate()
                 self.log({"kind": "eval", "step": self.step, **evaluation})
-            if self._save_due():
+            if self._due(self.config.save_every):
                 self.save_checkpoint(self._elapsed(started))
         bar.close()
         if self.eval_encoded and not evaluation:  # resumed from the final checkpoint: nothing was trained
@@ -427,13 +424,9 @@ class RewardTrainer(CheckpointedTrainer[RewardResult]):
 
     def publish_final_normalised(self, offset: float, spread: float) -> tuple[Path, Path | None]:
         """``final/``: the last checkpoint's model (hard-linked) with the normalisation added to its config."""
-        self._normalisation = {
-            OFFSET_KEY: offset,
-            OFFSET_STD_KEY: spread,
-            REFERENCE_KEY: self.reference_name,
-            REFERENCE_COUNT_KEY: len(self.references),
-            MAX_LEN_KEY: self.config.max_seq_len,
-        }
+        self._normalisation = normalisation_keys(
+            offset, spread, self.reference_name, len(self.references), self.config.max_seq_len
+        )
         final, adapter = self.publish_final()
         for key, value in self._normalisation.items():  # the in-memory model now describes the same reward
             setattr(base_config(self.model), key, value)
@@ -447,17 +440,12 @@ class RewardTrainer(CheckpointedTrainer[RewardResult]):
         config_path.write_text(json.dumps(values, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
     def _describe_run(self) -> None:
-        info = {
-            "config": self.config.to_dict(),
-            "world_size": self.dist.world_size,
-            "bf16": self.bf16,
-            "total_steps": self.total_steps,
-            "pad_token_id": self.pad_id,
-            "data": self.data_stats,
-            "references": {"name": self.reference_name, "count": len(self.references)},
-            "trainable_parameters": sum(p.numel() for p in self.trainable),
-        }
-        self.write_run_info(info)
+        info = self.write_run_info(
+            total_steps=self.total_steps,
+            pad_token_id=self.pad_id,
+            data=self.data_stats,
+            references={"name": self.reference_name, "count": len(self.references)},
+        )
         if self.dist.is_main:
             log.info(
                 "%d training comparisons (%d pairs), %d held out; %d steps of %d micro-batch(es) x %d "

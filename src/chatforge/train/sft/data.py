@@ -29,24 +29,23 @@ def read_conversations(path: str | os.PathLike[str]) -> list[chat.Conversation]:
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
+            conversations.append(_conversation(json.loads(line), f"{file.name}:{number}", file.name))
         except json.JSONDecodeError as err:
             raise SFTDataError(f"{file}:{number}: not valid JSON ({err.msg})") from None
-        raw = record.get("messages") if isinstance(record, dict) else record
-        if raw is None:
-            raise SFTDataError(f"{file}:{number}: the object has no 'messages' list")
-        ident = record.get("id") if isinstance(record, dict) else None
-        try:
-            conversations.append(
-                chat.Conversation.from_messages(
-                    raw, id=str(ident or f"{file.name}:{number}"), source=file.name
-                )
-            )
         except chat.ConversationError as err:
             raise SFTDataError(f"{file}:{number}: {err}") from None
     if not conversations:
         raise SFTDataError(f"{file} holds no conversations")
     return conversations
+
+
+def _conversation(record: Any, default_id: str, source: str) -> chat.Conversation:
+    """One line's conversation: a ``{"messages": [...]}`` object (its ``id`` kept) or a bare message list."""
+    if not isinstance(record, dict):
+        return chat.Conversation.from_messages(record, id=default_id, source=source)
+    if record.get("messages") is None:
+        raise chat.ConversationError("the object has no 'messages' list")
+    return chat.Conversation.from_messages(record["messages"], id=str(record.get("id") or default_id), source=source)
 
 
 def _mixture_conversations(config: SFTConfig, tokenizer: Any) -> list[chat.Conversation]:

@@ -33,6 +33,14 @@ class SFTResult:
     final_dir: Path | None  # the chat-ready Hugging Face checkpoint (merged, with LoRA)
     adapter_dir: Path | None  # the LoRA adapter (LoRA runs only)
 
+    def summary(self) -> str:
+        """What ``chatforge sft`` prints at the end."""
+        text = f"done: {self.step} steps, last loss {self.train_loss:.4f}" if self.train_loss is not None else "done"
+        if self.eval_loss is not None:
+            text += f", eval loss {self.eval_loss:.4f}"
+        text += f"\nchat model: {self.final_dir}"
+        return text + (f"\nLoRA adapter: {self.adapter_dir}" if self.adapter_dir else "")
+
 
 class _PackedLoss(nn.Module):
     """The model plus its loss as one module, so DistributedDataParallel sees the whole forward pass."""
@@ -182,10 +190,7 @@ class SFTTrainer(CheckpointedTrainer[SFTResult]):
             if in_epoch == self.steps_in_epoch(epoch):
                 epoch, in_epoch = epoch + 1, 0
                 plan = self.epoch_plan(epoch)
-            # Micro-batch m of process r in this step; one process with accumulation A sees the same set of
-            # micro-batches as A processes without it.
-            first = in_epoch * self._per_step
-            mine = [plan[first + m * self.dist.world_size + self.dist.rank] for m in range(config.grad_accum)]
+            mine = packing.process_share(plan, in_epoch, config.grad_accum, self.dist.rank, self.dist.world_size)
             step_started = time.monotonic()
             lr = float(self.scheduler.get_last_lr()[0])
             loss, grad_norm, tokens, loss_tokens = self._train_step(
@@ -196,7 +201,8 @@ class SFTTrainer(CheckpointedTrainer[SFTResult]):
             in_epoch += 1
             self._tokens_seen += tokens
             last_loss = loss
-            self.log(
+            self._log_step(
+                bar,
                 {
                     "kind": "train",
                     "step": self.step,
@@ -208,14 +214,12 @@ class SFTTrainer(CheckpointedTrainer[SFTResult]):
                     "loss_tokens": loss_tokens,
                     "tokens_per_s": tokens / step_time if step_time > 0 else 0.0,
                     "elapsed": self._elapsed(started),
-                }
+                },
+                loss=f"{loss:.4f}", tok_s=f"{tokens / max(step_time, 1e-9):.0f}",
             )
-            bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tokens / max(step_time, 1e-9):.0f}", refresh=False)
-            bar.update(1)
-            done = self.step == self.total_steps
-            if self.eval_examples and ((config.eval_every and self.step % config.eval_every == 0) or done):
+            if self.eval_examples and self._due(config.eval_every):
                 eval_loss = self._evaluate_and_log()
-            if self._save_due():
+            if self._due(self.config.save_every):
                 self.save_checkpoint(self._elapsed(started))
         bar.close()
         final_dir, adapter_dir = self.publish_final()
@@ -307,16 +311,11 @@ class SFTTrainer(CheckpointedTrainer[SFTResult]):
         }
 
     def _describe_run(self) -> None:
-        info = {
-            "config": self.config.to_dict(),
-            "world_size": self.dist.world_size,
-            "bf16": self.bf16,
-            "total_steps": self.total_steps,
-            "train_data": dataclasses.asdict(self.train_stats),
-            "eval_data": dataclasses.asdict(self.eval_stats) if self.eval_stats else None,
-            "trainable_parameters": sum(p.numel() for p in self.trainable),
-        }
-        self.write_run_info(info)
+        info = self.write_run_info(
+            total_steps=self.total_steps,
+            train_data=dataclasses.asdict(self.train_stats),
+            eval_data=dataclasses.asdict(self.eval_stats) if self.eval_stats else None,
+        )
         if self.dist.is_main:
             log.info("training data: %s", self.train_stats.describe())
             if self.eval_stats is not None:
