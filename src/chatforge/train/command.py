@@ -3,7 +3,7 @@ shape for all of them.
 
 A stage describes its command as a ``StageCommand``: its name, its config class, ``build(config)`` (load what the
 config names and return the trainer, ready to train; the function's docstring is the command's help: its first
-line for ``chatforge --help``, all of it for ``chatforge NAME --help``), the errors that mean bad input (reported as
+paragraph for ``chatforge --help``, the rest for ``chatforge NAME --help``), the errors that mean bad input (reported as
 ``chatforge NAME: error: ...``, exit status 2) and extra flag names. The flags are ``--config YAML`` plus one per
 config field (``config.add_config_arguments``); at the end the main process prints the result's ``summary()``.
 """
@@ -37,12 +37,15 @@ class StageCommand:
     aliases: Mapping[str, list[str]] = field(default_factory=dict)  # field -> more flags, e.g. --out
 
     @property
-    def description(self) -> str:
-        return inspect.getdoc(self.build) or ""
+    def help(self) -> str:
+        """The first paragraph of ``build``'s docstring: a line for ``chatforge --help``."""
+        return (inspect.getdoc(self.build) or "").split("\n\n")[0].replace("\n", " ")
 
     @property
-    def help(self) -> str:
-        return self.description.split("\n\n")[0].replace("\n", " ")
+    def description(self) -> str:
+        """The rest of ``build``'s docstring, for ``chatforge NAME --help``."""
+        parts = (inspect.getdoc(self.build) or "").split("\n\n", 1)
+        return parts[-1]
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         """--config YAML and one flag per config field (flags beat the YAML)."""
