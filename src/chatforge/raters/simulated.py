@@ -5,7 +5,7 @@ anyone can read, and it *is* chatforge's specification of a good answer:
 
 | feature | value | weight |
 | --- | --- | --- |
-| spec | +1 if the reply passes the behaviour rule of the prompt's category (`evaluate.behaviour.judge`), -1 if not; for ordinary prompts, -1 for refusing a benign request, else 0 | 2.0 |
+| spec | +1 if the reply passes the behaviour rule of the prompt's category (`spec.rules.follows_spec`), -1 if not; for ordinary prompts, -1 for refusing a benign request, else 0 | 2.0 |
 | reference | cosine similarity (MiniLM) to the reference answer, where one exists | 1.0 |
 | on_topic | cosine similarity between prompt and reply | 0.5 |
 | repetition | minus the share of repeated 4-grams (loops are the commonest failure of small models) | 1.5 |
@@ -36,8 +36,8 @@ from typing import Any
 from chatforge import spec
 from chatforge.chat import Message, parse_messages, validate_messages
 from chatforge.data.comparisons import Comparison, Rater, Response
-from chatforge.evaluate.behaviour import is_refusal, judge
 from chatforge.raters.embedding import Embedder, shared_embedder
+from chatforge.spec.rules import follows_spec, is_refusal
 
 GENERAL = "general"
 WEIGHTS: Mapping[str, float] = {
@@ -243,7 +243,7 @@ class FeatureCache:
         text = task.responses[index].text
         category = self.category(task)
         if category in spec.CATEGORIES:
-            spec_value = 1.0 if judge(category, text)[0] else -1.0
+            spec_value = 1.0 if follows_spec(category, text)[0] else -1.0
         else:  # an ordinary request: refusing it is the failure the spec names
             spec_value = -1.0 if text.strip() and is_refusal(text, strict=True) else 0.0
         empty = not text.strip()
