@@ -36,7 +36,7 @@ IFBench's verifiers download nltk data when their module is imported. Loading a 
 them fails with a clear error.
 
 Limits: the guard measures whether the form of a reply follows the request, not whether its content is good or
-true; a 66-prompt set gives intervals about +-12 points wide, enough to catch a collapse (the "I can't" policy),
+true; 66 prompts give intervals about +-11 points, enough to catch a collapse (the "I can't" policy),
 not a 3-point drift.
 """
 
