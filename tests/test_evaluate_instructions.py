@@ -223,6 +223,10 @@ def test_cli_runs_the_guard_and_rescores(capsys, tmp_path, prompts):
     args = _parser().parse_args(["eval", "instructions", "--model", "no-such-model-here"])
     assert args.func(args) == 2
     assert "chatforge eval instructions:" in capsys.readouterr().err
+    args = _parser().parse_args(["eval", "instructions", "--model", "tiny", "--prompts", str(prompt_file),
+                                 "--batch-size", "0"])
+    assert args.func(args) == 2
+    assert "batch_size must be positive" in capsys.readouterr().err
 
 
 def test_cli_defines_eval_when_missing():

@@ -84,7 +84,7 @@ def cmd_instructions(args: argparse.Namespace) -> int:
                 batch_size=args.batch_size,
                 on_batch=_progress("instructions"),
             )
-    except (instructions.InstructionError, OSError) as err:
+    except (ValueError, OSError) as err:  # InstructionError is a ValueError, as is a bad --batch-size
         print(f"chatforge eval instructions: {err}", file=sys.stderr)
         return 2
     print(report.format())
@@ -117,7 +117,7 @@ def cmd_mtbench(args: argparse.Namespace) -> int:
                 batch_size=args.batch_size,
                 on_batch=_progress("mtbench"),
             )
-    except (mtbench.MTBenchError, DataError, OSError) as err:
+    except (ValueError, DataError, OSError) as err:  # MTBenchError is a ValueError
         print(f"chatforge eval mtbench: {err}", file=sys.stderr)
         return 2
     print(report.format())

@@ -54,9 +54,10 @@ from pathlib import Path
 from typing import Any
 
 from chatforge.chat import Conversation
+from chatforge.evaluate.answering import greedy_completions, write_json
 from chatforge.evaluate.behaviour import is_degenerate
 from chatforge.evaluate.stats import McNemar, Proportion, mcnemar, pass_rate
-from chatforge.generation import Completion, SamplingParams, TorchEngine
+from chatforge.generation import TorchEngine
 
 PROMPTS_FILE = Path(__file__).parent / "data" / "instructions.jsonl"
 DEFAULT_MAX_NEW_TOKENS = 192
@@ -290,7 +291,7 @@ class InstructionsReport:
         }
 
     def write_json(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        write_json(path, self.to_dict())
 
 
 def score(prompt: InstructionPrompt, reply: str, finish_reason: str | None = None) -> PromptResult:
@@ -309,15 +310,12 @@ def evaluate_instructions(
     """Answer each prompt once, greedily, and check every reply (default prompts: the packaged set).
     ``on_batch(done, total)`` is told after each batch (for progress)."""
     prompts = load_prompts() if prompts is None else list(prompts)
-    params = SamplingParams(max_new_tokens=max_new_tokens, temperature=0)
     report = InstructionsReport(model_name, max_new_tokens)
-    for start in range(0, len(prompts), batch_size):
-        batch = prompts[start : start + batch_size]
-        completions: list[Completion] = engine.chat([p.conversation() for p in batch], params)
-        for prompt, completion in zip(batch, completions, strict=True):
-            report.results.append(score(prompt, completion.text, completion.finish_reason))
-        if on_batch is not None:
-            on_batch(len(report.results), len(prompts))
+    completions = greedy_completions(
+        engine, [p.conversation() for p in prompts], max_new_tokens=max_new_tokens, batch_size=batch_size, on_batch=on_batch
+    )
+    for prompt, completion in zip(prompts, completions, strict=True):
+        report.results.append(score(prompt, completion.text, completion.finish_reason))
     return report
 
 

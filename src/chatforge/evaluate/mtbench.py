@@ -49,6 +49,7 @@ from typing import Any
 
 from chatforge.data.base import DataError
 from chatforge.data.mtbench import REFERENCE_CATEGORIES, MTBenchQuestion, mtbench_questions
+from chatforge.evaluate.answering import greedy_completions, write_json
 from chatforge.evaluate.behaviour import is_degenerate
 from chatforge.evaluate.stats import (
     Difference,
@@ -60,7 +61,7 @@ from chatforge.evaluate.stats import (
     paired_bootstrap,
     pass_rate,
 )
-from chatforge.generation import Completion, SamplingParams, TorchEngine
+from chatforge.generation import TorchEngine
 
 ANSWERS_FILE = Path(__file__).parent / "data" / "mtbench_answers.json"
 DEFAULT_MAX_NEW_TOKENS = 256
@@ -338,7 +339,7 @@ class MTBenchReport:
         }
 
     def write_json(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        write_json(path, self.to_dict())
 
 
 def evaluate_mtbench(
@@ -352,15 +353,12 @@ def evaluate_mtbench(
 ) -> MTBenchReport:
     """Answer each question's first turn once, greedily, and score it (default: all 80 questions)."""
     questions = mtbench_questions() if questions is None else list(questions)
-    params = SamplingParams(max_new_tokens=max_new_tokens, temperature=0)
     report = MTBenchReport(model_name, max_new_tokens)
-    for start in range(0, len(questions), batch_size):
-        batch = questions[start : start + batch_size]
-        completions: list[Completion] = engine.chat([q.conversation() for q in batch], params)
-        for question, completion in zip(batch, completions, strict=True):
-            report.results.append(score(question, completion.text, completion.finish_reason))
-        if on_batch is not None:
-            on_batch(len(report.results), len(questions))
+    completions = greedy_completions(
+        engine, [q.conversation() for q in questions], max_new_tokens=max_new_tokens, batch_size=batch_size, on_batch=on_batch
+    )
+    for question, completion in zip(questions, completions, strict=True):
+        report.results.append(score(question, completion.text, completion.finish_reason))
     return report
 
 
