@@ -234,3 +234,18 @@ def test_cli_defines_eval_when_missing():
     register_cli(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["eval", "mtbench", "--max-new-tokens", "8"])
     assert args.max_new_tokens == 8 and args.func.__name__ == "cmd_mtbench"
+
+
+def test_the_guards_import_nothing_from_training_or_its_signals():
+    """The capability guards stay independent of what trains the policy: loading them (and running their verifier
+    import) pulls in none of train, raters, redteam, serve, pipeline or the spec's rater rules."""
+    forbidden = ("chatforge.train", "chatforge.raters", "chatforge.redteam", "chatforge.serve", "chatforge.pipeline",
+                 "chatforge.spec.rules")
+    code = (
+        "import sys; import chatforge.evaluate.stats, chatforge.evaluate.instructions, chatforge.evaluate.mtbench, "
+        "chatforge.evaluate.cli; chatforge.evaluate.instructions.instruction_ids(); "
+        "print(' '.join(sorted(m for m in sys.modules if m.startswith('chatforge'))))"
+    )
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert "chatforge.evaluate.instructions" in loaded
+    assert not [m for m in loaded if m.startswith(forbidden)]
