@@ -11,7 +11,8 @@ A general capability guard next to instruction following: does RLHF cost the mod
 
   1. everything the reply copies from the question is removed first (every word or number inside a run of 4+
      tokens that also occurs in the question), so restating "|x + 5| < 10" or "each of them has one brother"
-     does not count as an answer;
+     does not count as an answer (except on the multiple-choice question 110, where restating an option is
+     how a reply answers);
   2. math: the final answer is the last number left (integers, decimals, fractions like 35/36, percentages,
      thousands separators). It matches an integer or fraction answer only exactly; a decimal matches when it is
      the answer rounded to the decimal's own places, with at least two places (0.97 and 97.2% pass for 35/36;
@@ -29,9 +30,9 @@ For all 80 questions the report also gives the share of empty or looping replies
 questions (writing, roleplay, extraction, STEM, humanities) have no reference answer in the package and are not
 otherwise scored: a win rate on open requests is the guard for those.
 
-What this measures for a 135M model: very little accuracy. SmolLM2-135M-Instruct gets almost none of these math
-and reasoning questions right, so accuracy can show only a large gain; the chrF against the references is what can
-show a regression. chrF is a surface measure, not correctness: a wrong answer worded like the reference scores
+What this measures for a 135M model: very little accuracy. SmolLM2-135M-Instruct gets 1 of these 20 questions
+right (docs/evaluation.md), so accuracy can show only a large gain, not a loss; the chrF against the references is
+what can show a regression. chrF is a surface measure, not correctness: a wrong answer worded like the reference scores
 well. The coding questions are scored by chrF alone (nothing runs the code).
 """
 
