@@ -271,6 +271,9 @@ def best_of_n_stage(recipe: Recipe, policy: str, reward_model: str, round_index:
         (stage_dir / "winners.jsonl").write_text(
             "".join(json.dumps({"context": [m.to_dict() for m in w.context], "reply": w.best.text, "score": w.score}) + "\n" for w in kept)
         )
+        if not kept:  # every winner ran into the token limit: nothing fit to learn from, the policy stays as it was
+            (stage_dir / "run").mkdir(exist_ok=True)
+            return {"model": policy, "run": str(stage_dir / "run")}, {"winners": 0, "steps": 0, "reference": policy}
         model, tokenizer = models.load_model(policy)
         steps = max(1, recipe.best_of_n.epochs * len(kept) // 8)
         config = SFTConfig(
