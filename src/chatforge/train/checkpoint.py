@@ -18,9 +18,11 @@ installed).
 because what it saves and restores is the trainer itself (model, optimizer, scheduler, step, RNG, metrics log) and
 ``train()`` is the same sequence for every trainer: guard the directory, open the log, resume, run, close. A
 subclass sets the attributes listed on the class, implements ``_run`` (its loop) and ``plan_signature`` (what
-decides its data order), and adds what is its own through four hooks: ``_extra_state`` / ``_restore_extra_state``
+decides its data order), and adds what is its own through hooks: ``_extra_state`` / ``_restore_extra_state``
 (more entries of ``trainer_state.pt``), ``_checkpoint_summary`` (``trainer_state.json``) and ``_fill_checkpoint`` /
-``_fill_final`` (more files).
+``_fill_final`` (more files). Its loop uses ``_distributed`` (DDP under torchrun), ``_progress_bar``, ``_log_step``
+(the metrics record and the bar), ``_due`` (a save or evaluation step), ``save_checkpoint``, ``publish_final`` and
+``write_run_info``.
 """
 
 from __future__ import annotations
