@@ -11,4 +11,7 @@ so the judge that reports results must be another one.
 * ``instructions`` (IFEval's verifiers) and ``mtbench`` (scored by code): general skills that must not be lost;
 * ``gold``: labels made by reading, and every judge's agreement with them; ``stats``: intervals and tests;
 * ``cli``: ``chatforge eval behaviours|compare|gold|instructions|mtbench``.
+
+The reward model's held-out accuracy and calibration are a diagnostic of its training and live with it
+(``chatforge.train.reward.evaluation``).
 """

@@ -191,7 +191,7 @@ def ppo_stage(recipe: Recipe, policy: str, reward_model: str, round_index: int) 
             learning_rate=recipe.ppo.learning_rate,
             max_new_tokens=recipe.ppo.max_new_tokens,
             kl_coef=recipe.ppo.kl_coef,
-            kl_target=recipe.ppo.adaptive_kl_target,
+            adaptive_kl_target=recipe.ppo.adaptive_kl_target,
             ptx_coef=recipe.ppo.ptx_coef,
             truncation_reward=recipe.ppo.truncation_reward,
             decode_dtype=recipe.decode_dtype,
