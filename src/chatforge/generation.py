@@ -12,6 +12,7 @@ Backends: ``TorchEngine`` runs any transformers causal LM in-process. ``VLLMEngi
 from __future__ import annotations
 
 import importlib.util
+import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -29,6 +30,10 @@ class SamplingParams:
     """How to sample. ``temperature=0`` is greedy decoding; ``top_k=0`` and ``top_p=1`` switch those filters off.
 
     ``stop`` holds extra stop strings; the tokenizer's end-of-turn and eos tokens always stop a reply.
+
+    ``logit_bias`` ((token id, bias), ...) and ``presence_penalty`` / ``frequency_penalty`` change the logits before
+    sampling by OpenAI's formula (`adjust_logits`); ``top_logprobs`` > 0 records that many most likely alternatives
+    of each sampled token (`Completion.top_logprobs`).
     """
 
     max_new_tokens: int = 256
@@ -37,6 +42,10 @@ class SamplingParams:
     top_k: int = 0
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    logit_bias: tuple[tuple[int, float], ...] = ()
+    top_logprobs: int = 0
 
     def __post_init__(self) -> None:
         if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
@@ -49,10 +58,25 @@ class SamplingParams:
             raise ValueError(f"top_k must be a non-negative integer, got {self.top_k!r}")
         if isinstance(self.stop, str) or any(not isinstance(s, str) or not s for s in self.stop):
             raise ValueError("stop must be a sequence of non-empty strings")
+        for name in ("presence_penalty", "frequency_penalty"):
+            if not math.isfinite(getattr(self, name)):
+                raise ValueError(f"{name} must be a finite number, got {getattr(self, name)!r}")
+        if any(not isinstance(t, int) or t < 0 or not math.isfinite(b) for t, b in self.logit_bias):
+            raise ValueError("logit_bias must hold (token id >= 0, finite bias) pairs")
+        if not isinstance(self.top_logprobs, int) or self.top_logprobs < 0:
+            raise ValueError(f"top_logprobs must be a non-negative integer, got {self.top_logprobs!r}")
 
     @property
     def greedy(self) -> bool:
         return self.temperature == 0
+
+    @property
+    def penalized(self) -> bool:
+        return self.presence_penalty != 0 or self.frequency_penalty != 0
+
+    @property
+    def adjusts_logits(self) -> bool:
+        return self.penalized or bool(self.logit_bias)
 
 
 @dataclass
@@ -60,13 +84,16 @@ class Completion:
     """One generated reply. ``token_ids`` include a stop token or the tokens of a matched stop string (they are
     what the model produced, which RL needs); ``text`` never includes them. ``logprobs[i]`` is the log-probability
     of ``token_ids[i]`` under the model's distribution at the sampling temperature (temperature 1 for greedy),
-    before top-k/top-p filtering, i.e. exactly ``log_softmax(logits / T)`` of a forward pass."""
+    before top-k/top-p filtering, i.e. exactly ``log_softmax(logits / T)`` of a forward pass (with the logits first
+    changed by ``logit_bias`` and the penalties where the parameters ask for them). ``top_logprobs[i]`` holds the
+    ``SamplingParams.top_logprobs`` most likely (token id, logprob) pairs of that same distribution at step i."""
 
     prompt_ids: list[int]
     token_ids: list[int] = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)
     text: str = ""
     finish_reason: FinishReason | None = None
+    top_logprobs: list[list[tuple[int, float]]] = field(default_factory=list)
 
 
 class Engine(Protocol):
@@ -163,6 +190,34 @@ def sample_tokens(
         filtered = filtered.masked_fill(drop, float("-inf"))
     tokens = draw(torch.softmax(filtered, dim=-1), generator)
     return tokens, logprobs_all.gather(-1, tokens[:, None])[:, 0]
+
+
+def token_logprobs(logits: torch.Tensor, params: SamplingParams) -> torch.Tensor:
+    """[B, V] log-probabilities of the distribution `sample_tokens` reports its logprobs from: ``logits`` at the
+    sampling temperature (1 when greedy), before top-k/top-p filtering."""
+    logits = logits.float()
+    return torch.log_softmax(logits if params.greedy else logits / params.temperature, dim=-1)
+
+
+def top_alternatives(logits: torch.Tensor, params: SamplingParams, k: int) -> list[list[tuple[int, float]]]:
+    """The ``k`` most likely (token id, logprob) pairs of each row, most likely first."""
+    values, ids = token_logprobs(logits, params).topk(min(k, logits.shape[-1]), dim=-1)
+    return [list(zip(i, v, strict=True)) for i, v in zip(ids.tolist(), values.tolist(), strict=True)]
+
+
+def adjust_logits(logits: torch.Tensor, params: SamplingParams, counts: torch.Tensor | None = None) -> torch.Tensor:
+    """``logits`` [B, V] changed as OpenAI documents for its API, before temperature and sampling:
+    ``mu[j] - c[j] * frequency_penalty - (c[j] > 0) * presence_penalty + logit_bias[j]``, where ``c[j]`` [B, V]
+    (``counts``) is how often token j was sampled so far in that row's reply. Returns a new float32 tensor."""
+    out = logits.float().clone()
+    if params.logit_bias:
+        ids = torch.tensor([t for t, _ in params.logit_bias], device=out.device)
+        if int(ids.max()) >= out.shape[-1]:
+            raise ValueError(f"logit_bias names token {int(ids.max())}; the vocabulary has {out.shape[-1]} tokens")
+        out[:, ids] += torch.tensor([b for _, b in params.logit_bias], device=out.device)
+    if counts is not None and params.penalized:
+        out -= counts * params.frequency_penalty + (counts > 0).float() * params.presence_penalty
+    return out
 
 
 def draw(probs: torch.Tensor, generator: torch.Generator | None = None, block: int = 256) -> torch.Tensor:
@@ -504,10 +559,20 @@ class TorchEngine:
         logits = forward.prefill(input_ids, valid, positions)
         next_positions = positions[:, -1:] + 1
         batch_rows: list[int | None] = list(range(len(prompts)))  # request index of each batch row (None: idle)
+        counts: torch.Tensor | None = None  # [requests, V] how often each token was sampled: the penalties' c[j]
 
         for step in range(params.max_new_tokens):
             live = [b for b, index in enumerate(batch_rows) if index is not None]
-            sampled, sampled_lp = sample_tokens(logits[live] if len(live) < len(batch_rows) else logits, params, generator)
+            requests = [index for index in batch_rows if index is not None]
+            step_logits = logits[live] if len(live) < len(batch_rows) else logits
+            if params.adjusts_logits:
+                if counts is None and params.penalized:
+                    counts = torch.zeros((len(prompts), step_logits.shape[-1]), device=step_logits.device)
+                step_logits = adjust_logits(step_logits, params, counts[requests] if counts is not None else None)
+            sampled, sampled_lp = sample_tokens(step_logits, params, generator)
+            if counts is not None:
+                counts[requests, sampled] += 1
+            top = top_alternatives(step_logits, params, params.top_logprobs) if params.top_logprobs else None
             token_list, logprob_list = sampled.tolist(), sampled_lp.tolist()
             tokens = [self.pad_token_id] * len(batch_rows)
             events: list[StepEvent] = []
@@ -518,6 +583,8 @@ class TorchEngine:
                 token = tokens[b] = token_list[j]
                 row.completion.token_ids.append(token)
                 row.completion.logprobs.append(logprob_list[j])
+                if top is not None:
+                    row.completion.top_logprobs.append(top[j])
                 finish: FinishReason | None = None
                 if token in self.stop_token_ids:
                     finish = "stop"
@@ -591,7 +658,10 @@ class VLLMEngine:
             stop=list(params.stop) + chat.stop_strings(self.tokenizer),
             stop_token_ids=chat.stop_token_ids(self.tokenizer),
             seed=params.seed,
-            logprobs=0,  # the sampled token's own logprob
+            presence_penalty=params.presence_penalty,
+            frequency_penalty=params.frequency_penalty,
+            logit_bias=dict(params.logit_bias) or None,
+            logprobs=params.top_logprobs,  # 0: the sampled token's own logprob
         )
 
     def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams) -> list[Completion]:
@@ -600,7 +670,10 @@ class VLLMEngine:
         results = []
         for prompt, output in zip(prompts, outputs, strict=True):
             choice = output.outputs[0]
-            logprobs = [step[token].logprob for step, token in zip(choice.logprobs or [], choice.token_ids, strict=False)]
+            steps = list(zip(choice.logprobs or [], choice.token_ids, strict=False))
+            logprobs = [step[token].logprob for step, token in steps]
+            top = [sorted(((t, lp.logprob) for t, lp in step.items()), key=lambda x: -x[1])[: params.top_logprobs]
+                   for step, _ in steps] if params.top_logprobs else []
             results.append(
                 Completion(
                     list(prompt),
@@ -608,6 +681,7 @@ class VLLMEngine:
                     logprobs,
                     choice.text,
                     "length" if choice.finish_reason == "length" else "stop",
+                    top,
                 )
             )
         return results

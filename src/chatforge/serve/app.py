@@ -15,6 +15,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -43,15 +44,49 @@ def create_app(model: Any, tokenizer: Any, store: Store, config: ServeConfig | N
         finally:
             backend.stop()
 
-    app = FastAPI(title="chatforge", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
+    app = FastAPI(title="chatforge", summary="An OpenAI-compatible API for a chatforge model",
+                  version=_version(), docs_url="/docs", redoc_url=None, openapi_url="/openapi.json", lifespan=lifespan)
     app.state.serve = state
     app.state.store, app.state.config = store, cfg
     app.state.scheduler = getattr(backend, "scheduler", backend)
     _install_error_handlers(app)
-    for module in (auth, openai_api, conversations, feedback, admin, pages):
-        app.include_router(module.router)
+    app.include_router(openai_api.router)
+    app.include_router(pages.router)
+    # the web UI's own JSON (cookie sessions) is not part of the published API
+    for module in (auth, conversations, feedback, admin):
+        app.include_router(module.router, include_in_schema=False)
     app.mount("/static", pages.static_files(), name="static")
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's schema plus the request bodies, which the routes validate themselves against the same models, and
+    the API-key scheme."""
+    if app.openapi_schema is None:
+        schema = get_openapi(title=app.title, version=app.version, summary=app.summary, routes=app.routes)
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        for model in (*openai_api.REQUEST_MODELS, *openai_api.RESPONSE_MODELS):
+            spec = model.model_json_schema(ref_template="#/components/schemas/{model}")
+            components.update(spec.pop("$defs", {}))
+            components[model.__name__] = spec
+        schema["components"]["securitySchemes"] = {"apiKey": {"type": "http", "scheme": "bearer",
+                                                              "description": "chatforge serve --add-user NAME"}}
+        for path, operations in schema["paths"].items():
+            if path.startswith("/v1/"):
+                for operation in operations.values():
+                    operation["security"] = [{"apiKey": []}]
+        app.openapi_schema = schema
+    return app.openapi_schema
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("chatforge")
+    except PackageNotFoundError:
+        return "0"
 
 
 def _install_error_handlers(app: FastAPI) -> None:

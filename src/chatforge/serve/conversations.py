@@ -211,7 +211,7 @@ def reply_stream(state: AppState, caller: Caller, conv_id: str, context: list[ch
         raise APIError(400, "the conversation fills the model's context; start a new chat",
                        code="context_length_exceeded")
     params = SamplingParams(max_new_tokens=room, temperature=cfg.ui_temperature, top_p=0.95)
-    gen = Generation(state.backend, prompt_ids, params)
+    gen = Generation.one(state.backend, prompt_ids, params)
     message_id = str(uuid.uuid4())
 
     def save(text: str, reason: str, n_tokens: int) -> dict[str, Any]:
@@ -240,7 +240,7 @@ def reply_stream(state: AppState, caller: Caller, conv_id: str, context: list[ch
             msg = await asyncio.to_thread(save, reply, c.finish_reason or "stop", len(c.token_ids))
             saved = True
             await moderate_output(state, caller, context, reply, conversation_id=conv_id, message_id=message_id)
-            await asyncio.to_thread(log_request, state, caller, "ui", 200, gen.result, len(prompt_ids))
+            await asyncio.to_thread(log_request, state, caller, "ui", 200, gen.results, len(prompt_ids))
             yield sse({"type": "done", "message": msg})
         except RuntimeError as err:
             yield sse({"type": "error", "message": str(err)})

@@ -1,15 +1,20 @@
-"""The OpenAI-compatible API: ``GET /v1/models`` and ``POST /v1/chat/completions`` (streamed as server-sent events
-or not), authenticated by API key. Works unchanged with the official ``openai`` client.
+"""The OpenAI-compatible API: ``GET /v1/models``, ``POST /v1/chat/completions`` and ``POST /v1/completions`` (plain
+prompts), streamed as server-sent events or not, authenticated by API key. Works unchanged with the official
+``openai`` client. Requests are validated against the models in `chatforge.serve.openai_schema` (which also make
+``/openapi.json``); what is honoured and what is refused is listed there and in docs/serve.md.
 
-A completed API exchange is stored as a conversation (source "api") after the reply, and logged for monitoring.
+The n choices of a prompt are submitted as one group and sampled together in the batch. A completed chat exchange is
+stored as a conversation (source "api"; the other choices as alternatives of the first) unless ``store`` is false;
+every request is logged for monitoring.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -17,182 +22,327 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from chatforge import chat
 from chatforge.generation import Completion, SamplingParams
+from chatforge.serve import openai_schema as api
 from chatforge.serve.auth import ApiCallerDep, Caller
-from chatforge.serve.backend import Generation, sse, until_disconnect
-from chatforge.serve.errors import APIError, field_type, read_json
+from chatforge.serve.backend import ChoiceEvent, Generation, GenerationBackend, sse, until_disconnect
+from chatforge.serve.errors import APIError, read_json
 from chatforge.serve.records import log_request, moderate_input, moderate_output
 from chatforge.serve.state import AppState, StateDep
 from chatforge.store import models as m
 
-router = APIRouter(prefix="/v1", tags=["openai"])
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": api.ErrorResponse, "description": what} for code, what in (
+        (400, "Invalid request: the message names the field and the problem"), (401, "Missing or wrong API key"),
+        (404, "Unknown model"), (413, "Request body too large"), (429, "Rate limit exceeded"),
+        (500, "Generation failed"))}
 
 
-@router.get("/models")
-async def list_models(_: ApiCallerDep, state: StateDep) -> dict[str, Any]:
-    return {"object": "list", "data": [{"id": state.config.model_name, "object": "model",
-                                        "created": int(state.started), "owned_by": "chatforge"}]}
+def body(model: type[api.Request]) -> dict[str, Any]:
+    """``openapi_extra`` documenting a route's JSON body as ``model`` (the route validates it with `parse_request`
+    after reading the body itself, so that every malformed body gets chatforge's own error message)."""
+    return {"requestBody": {"required": True, "content": {"application/json": {
+        "schema": {"$ref": f"#/components/schemas/{model.__name__}"}}}}}
 
 
-def parse_completion_request(state: AppState, data: dict[str, Any]) -> tuple[list[chat.Message], SamplingParams, bool, bool]:
-    cfg = state.config
-    known = {"model", "messages", "stream", "stream_options", "max_tokens", "max_completion_tokens", "temperature",
-             "top_p", "top_k", "stop", "seed", "n", "user", "frequency_penalty", "presence_penalty", "logprobs",
-             "metadata", "store", "response_format", "tools", "tool_choice", "parallel_tool_calls"}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise APIError(400, f"unknown field '{unknown[0]}'", param=unknown[0], code="unknown_field")
-    model_name = field_type(data, "model", (str,), "a string", required=True)
-    if model_name != cfg.model_name:
-        raise APIError(404, f"model '{model_name}' is not served here; available: {cfg.model_name}",
-                       param="model", code="model_not_found")
-    if data.get("tools"):
-        raise APIError(400, "tool calls are not supported", param="tools", code="unsupported")
-    raw = field_type(data, "messages", (list,), "a list of {role, content} objects", required=True)
-    if not raw:
-        raise APIError(400, "'messages' is empty: it needs at least one user message", param="messages",
-                       code="invalid_messages")
-    normalized = []
-    for i, item in enumerate(raw):
-        if isinstance(item, dict):
-            item = dict(item)
-            if item.get("role") == "developer":
-                item["role"] = "system"
-            content = item.get("content")
-            if isinstance(content, list):  # [{"type": "text", "text": ...}, ...]
-                parts = []
-                for part in content:
-                    if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
-                        raise APIError(400, f"message {i}: only text content parts are supported",
-                                       param=f"messages.{i}.content", code="invalid_messages")
-                    parts.append(part["text"])
-                item["content"] = "".join(parts)
-            extra = sorted(set(item) - {"role", "content", "name"})
-            if extra:
-                raise APIError(400, f"message {i}: unsupported field '{extra[0]}'", param=f"messages.{i}",
-                               code="invalid_messages")
-        normalized.append(item)
-    try:
-        messages = chat.parse_messages(normalized)
-    except chat.ConversationError as err:
-        raise APIError(400, str(err), param="messages", code="invalid_messages") from None
-    n = field_type(data, "n", (int,), "an integer")
-    if n not in (None, 1):
-        raise APIError(400, "only n=1 is supported", param="n", code="unsupported")
-    stream = field_type(data, "stream", (bool,), "a boolean") or False
-    options = field_type(data, "stream_options", (dict,), "an object") or {}
-    include_usage = bool(options.get("include_usage", False))
-    max_tokens = field_type(data, "max_completion_tokens", (int,), "an integer")
-    if max_tokens is None:
-        max_tokens = field_type(data, "max_tokens", (int,), "an integer")
-    if max_tokens is None:
-        max_tokens = cfg.default_max_tokens
-    if not 1 <= max_tokens <= cfg.max_new_tokens:
-        raise APIError(400, f"max_tokens must be between 1 and {cfg.max_new_tokens}, got {max_tokens}",
-                       param="max_tokens", code="invalid_value")
-    temperature = field_type(data, "temperature", (int, float), "a number")
-    temperature = 1.0 if temperature is None else float(temperature)
-    if not 0 <= temperature <= 2:
-        raise APIError(400, f"temperature must be between 0 and 2, got {temperature}", param="temperature",
-                       code="invalid_value")
-    top_p = field_type(data, "top_p", (int, float), "a number")
-    top_p = 1.0 if top_p is None else float(top_p)
-    if not 0 < top_p <= 1:
-        raise APIError(400, f"top_p must be in (0, 1], got {top_p}", param="top_p", code="invalid_value")
-    top_k = field_type(data, "top_k", (int,), "an integer") or 0
-    if top_k < 0:
-        raise APIError(400, "top_k must be >= 0", param="top_k", code="invalid_value")
-    stop = data.get("stop")
-    if stop is None:
-        stops: tuple[str, ...] = ()
-    elif isinstance(stop, str):
-        stops = (stop,) if stop else ()
-    elif isinstance(stop, list) and all(isinstance(s, str) and s for s in stop) and len(stop) <= 4:
-        stops = tuple(stop)
-    else:
-        raise APIError(400, "stop must be a non-empty string or a list of up to 4 non-empty strings",
-                       param="stop", code="invalid_type")
-    seed = field_type(data, "seed", (int,), "an integer")
-    params = SamplingParams(max_new_tokens=max_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
-                            stop=stops, seed=seed)
-    return messages, params, stream, include_usage
+def streamed(model: type[api.Response], chunk: type[api.Response]) -> dict[int | str, dict[str, Any]]:
+    return {200: {"model": model, "description": f"{model.__name__}; with stream: true, server-sent events each "
+                  f"carrying a {chunk.__name__} as JSON, ending with [DONE]",
+                  "content": {"text/event-stream": {"schema": {"type": "string"}}}}, **ERRORS}
 
 
-@router.post("/chat/completions")
+REQUEST_MODELS: list[type[api.Request]] = [api.ChatCompletionRequest, api.CompletionRequest]
+RESPONSE_MODELS: list[type[api.Response]] = [api.ChatCompletionChunk]  # only named in descriptions otherwise
+
+router = APIRouter(prefix="/v1", tags=["OpenAI API"])
+
+
+@router.get("/models", response_model=api.ModelList, responses=ERRORS)
+async def list_models(_: ApiCallerDep, state: StateDep) -> api.ModelList:
+    return api.ModelList(data=[api.Model(id=state.config.model_name, created=int(state.started), owned_by="chatforge")])
+
+
+@router.post("/chat/completions", responses=streamed(api.ChatCompletion, api.ChatCompletionChunk),
+             openapi_extra=body(api.ChatCompletionRequest))
 async def chat_completions(request: Request, caller: ApiCallerDep, state: StateDep) -> Response:
-    cfg = state.config
-    data = await read_json(request, cfg.max_body_bytes)
-    messages, params, stream, include_usage = parse_completion_request(state, data)
+    req = api.parse_request(api.ChatCompletionRequest, await read_json(request, state.config.max_body_bytes),
+                            api.REFUSED_CHAT)
+    _check_model(state, req.model)
+    if req.response_format is not None and req.response_format.type != "text":
+        raise APIError(400, f"response_format '{req.response_format.type}' is not supported: this server has no "
+                       "constrained (JSON) decoding", param="response_format", code="unsupported_parameter")
+    if req.stream_options is not None and req.stream_options.include_obfuscation:
+        raise APIError(400, "stream_options.include_obfuscation is not supported: chunks carry no obfuscation",
+                       param="stream_options.include_obfuscation", code="unsupported_parameter")
+    messages = [chat.Message("system" if x.role == "developer" else x.role, x.text())
+                for x in req.messages]
+    max_tokens, which = ((req.max_completion_tokens, "max_completion_tokens") if req.max_completion_tokens
+                         else (req.max_tokens, "max_tokens"))
+    params = _choice_params(state, req, max_tokens, which, req.top_logprobs)
     prompt_ids = state.encode_chat(messages)
-    if len(prompt_ids) + params.max_new_tokens > state.context_limit:
-        raise APIError(400, f"prompt ({len(prompt_ids)} tokens) + max_tokens ({params.max_new_tokens}) exceeds "
-                       f"the model's context of {state.context_limit} tokens", param="max_tokens",
-                       code="context_length_exceeded")
-    await moderate_input(state, caller, messages)
-    gen = Generation(state.backend, prompt_ids, params)
-    rid = f"chatcmpl-{uuid.uuid4().hex}"
-    created = int(time.time())
+    _check_room(state, prompt_ids, params[0].max_new_tokens, which)
+    end_user = req.user or req.safety_identifier
+    await moderate_input(state, caller, messages, end_user=end_user)
+    gen = Generation(state.backend, [(prompt_ids, params)])
+    rid, created, name = f"chatcmpl-{uuid.uuid4().hex}", int(time.time()), state.config.model_name
+    stop_ids = state.backend.stop_token_ids
 
-    def usage() -> dict[str, int]:
-        c = gen.result.completion
-        n_out = len(c.token_ids) if c else 0
-        return {"prompt_tokens": len(prompt_ids), "completion_tokens": n_out,
-                "total_tokens": len(prompt_ids) + n_out}
+    def logprobs(c: Completion, start: int, end: int) -> api.ChoiceLogprobs | None:
+        return api.ChoiceLogprobs(content=_token_logprobs(state.backend, c, start, end)) if req.logprobs else None
 
-    async def finish(status: int) -> None:
-        c = gen.result.completion
-        await asyncio.to_thread(log_request, state, caller, "api", status, gen.result, len(prompt_ids))
-        if c is not None and c.finish_reason != "cancelled":
-            await asyncio.to_thread(save_api_conversation, state, caller, messages, c)
-            await moderate_output(state, caller, messages, c.text)
+    async def finish() -> None:
+        await asyncio.to_thread(log_request, state, caller, "api", 200, gen.results, len(prompt_ids))
+        completions = [r.completion for r in gen.results if r.completion is not None]
+        if req.store:
+            await asyncio.to_thread(save_api_conversation, state, caller, messages, completions)
+        for c in completions:
+            await moderate_output(state, caller, messages, c.text, end_user=end_user)
 
-    if not stream:
-        text = []
-        try:
-            async for delta in until_disconnect(request, gen):
-                text.append(delta)
-        except RuntimeError as err:
-            raise APIError(500, str(err), code="generation_failed") from None
-        c = gen.result.completion
-        if c is None:  # client went away
-            await asyncio.to_thread(log_request, state, caller, "api", 499, gen.result, len(prompt_ids))
+    if not req.stream:
+        completions = await _collect(request, state, caller, gen, len(prompt_ids))
+        if completions is None:
             return Response(status_code=499)
-        await finish(200)
-        return JSONResponse({
-            "id": rid, "object": "chat.completion", "created": created, "model": cfg.model_name,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": c.text},
-                         "finish_reason": c.finish_reason, "logprobs": None}],
-            "usage": usage(),
-        })
+        await finish()
+        return JSONResponse(api.ChatCompletion(
+            id=rid, created=created, model=name, usage=_usage(len(prompt_ids), completions),
+            choices=[api.ChatChoice(index=i, message=api.AssistantMessage(content=c.text), finish_reason=_reason(c),
+                                    logprobs=logprobs(c, 0, _reply_tokens(c, stop_ids)))
+                     for i, c in enumerate(completions)]).model_dump())
+
+    def chunk(choices: list[api.ChunkChoice], usage: api.Usage | None = None) -> str:
+        return sse(api.ChatCompletionChunk(id=rid, created=created, model=name, choices=choices, usage=usage)
+                   .model_dump())
+
+    def on_event(event: ChoiceEvent, c: Completion | None, start: int, end: int) -> list[str]:
+        out = []
+        if event.delta or (req.logprobs and end > start):
+            lp = logprobs(c, start, end) if c is not None else None
+            out.append(chunk([api.ChunkChoice(index=event.index, delta=api.ChunkDelta(content=event.delta),
+                                              logprobs=lp)]))
+        if event.finished is not None:
+            out.append(chunk([api.ChunkChoice(index=event.index, delta=api.ChunkDelta(),
+                                              finish_reason=_reason(event.finished))]))
+        return out
+
+    first = [chunk([api.ChunkChoice(index=i, delta=api.ChunkDelta(role="assistant", content=""))])
+             for i in range(len(params))]
+    last = (lambda: [chunk([], _usage(len(prompt_ids), _done(gen)))]) if req.stream_options and \
+        req.stream_options.include_usage else (lambda: [])
+    return _stream(state, caller, gen, len(prompt_ids), first, on_event, last, finish)
+
+
+@router.post("/completions", responses=streamed(api.Completion, api.Completion),
+             openapi_extra=body(api.CompletionRequest))
+async def completions(request: Request, caller: ApiCallerDep, state: StateDep) -> Response:
+    req = api.parse_request(api.CompletionRequest, await read_json(request, state.config.max_body_bytes),
+                            api.REFUSED_COMPLETIONS)
+    _check_model(state, req.model)
+    backend = state.backend
+    top = req.logprobs or 0
+    params = _choice_params(state, req, req.max_tokens, "max_tokens", top)
+    prompts: list[list[int]] = []
+    texts: list[str] = []
+    for i, prompt in enumerate(req.prompts()):
+        where = "prompt" if len(req.prompts()) == 1 else f"prompt.{i}"
+        if isinstance(prompt, str):
+            ids, text = backend.encode_text(prompt), prompt
+        else:
+            bad = [t for t in prompt if not 0 <= t < backend.vocab_size]
+            if bad:
+                raise APIError(400, f"{where}: token id {bad[0]} is outside the vocabulary (0..{backend.vocab_size - 1})",
+                               param=where, code="invalid_value")
+            ids, text = prompt, backend.decode(prompt)
+        if not ids:
+            raise APIError(400, f"{where} is empty", param=where, code="invalid_value")
+        if len(ids) > state.max_prompt_tokens:
+            raise APIError(400, f"{where} is {len(ids)} tokens; the limit is {state.max_prompt_tokens}", param=where,
+                           code="context_length_exceeded")
+        _check_room(state, ids, req.max_tokens, "max_tokens")
+        await moderate_input(state, caller, [chat.Message("user", text)], end_user=req.user)
+        prompts.append(ids)
+        texts.append(text)
+    gen = Generation(backend, [(ids, params) for ids in prompts])
+    rid, created, name = f"cmpl-{uuid.uuid4().hex}", int(time.time()), state.config.model_name
+    prompt_tokens = sum(len(ids) for ids in prompts)
+    echo = [texts[i // req.n] if req.echo else "" for i in range(len(prompts) * req.n)]
+    offsets = [len(e) for e in echo]  # text_offset of the next token of each choice
+
+    def logprobs(i: int, c: Completion, start: int, end: int) -> api.CompletionLogprobs | None:
+        if req.logprobs is None:
+            return None
+        entries = _token_logprobs(backend, c, start, end)
+        text_offset = []
+        for e in entries:
+            text_offset.append(offsets[i])
+            offsets[i] += len(e.token)
+        return api.CompletionLogprobs(
+            tokens=[e.token for e in entries], token_logprobs=[e.logprob for e in entries], text_offset=text_offset,
+            top_logprobs=[{t.token: t.logprob for t in e.top_logprobs} for e in entries] if top else None)
+
+    async def finish() -> None:
+        await asyncio.to_thread(log_request, state, caller, "api", 200, gen.results, prompt_tokens)
+        for r in gen.results:
+            if r.completion is not None:
+                await moderate_output(state, caller, [], r.completion.text, end_user=req.user)
+
+    if not req.stream:
+        done = await _collect(request, state, caller, gen, prompt_tokens)
+        if done is None:
+            return Response(status_code=499)
+        await finish()
+        return JSONResponse(api.Completion(
+            id=rid, created=created, model=name, usage=_usage(prompt_tokens, done),
+            choices=[api.CompletionChoice(index=i, text=echo[i] + c.text, finish_reason=_reason(c),
+                                          logprobs=logprobs(i, c, 0, _reply_tokens(c, backend.stop_token_ids)))
+                     for i, c in enumerate(done)]).model_dump())
+
+    def chunk(choices: list[api.CompletionChoice], usage: api.Usage | None = None) -> str:
+        return sse(api.Completion(id=rid, created=created, model=name, choices=choices, usage=usage).model_dump())
+
+    def on_event(event: ChoiceEvent, c: Completion | None, start: int, end: int) -> list[str]:
+        out = []
+        if event.delta or (req.logprobs is not None and end > start):
+            lp = logprobs(event.index, c, start, end) if c is not None else None
+            out.append(chunk([api.CompletionChoice(index=event.index, text=event.delta, logprobs=lp,
+                                                   finish_reason=None)]))
+        if event.finished is not None:
+            out.append(chunk([api.CompletionChoice(index=event.index, text="", logprobs=None,
+                                                   finish_reason=_reason(event.finished))]))
+        return out
+
+    first = [chunk([api.CompletionChoice(index=i, text=e, logprobs=None, finish_reason=None)])
+             for i, e in enumerate(echo) if e]
+    last = (lambda: [chunk([], _usage(prompt_tokens, _done(gen)))]) if req.stream_options and \
+        req.stream_options.include_usage else (lambda: [])
+    return _stream(state, caller, gen, prompt_tokens, first, on_event, last, finish)
+
+
+# ---- shared by both endpoints ---------------------------------------------------------------------------------
+
+
+def _check_model(state: AppState, name: str) -> None:
+    if name != state.config.model_name:
+        raise APIError(404, f"model '{name}' is not served here; available: {state.config.model_name}",
+                       param="model", code="model_not_found")
+
+
+def _choice_params(state: AppState, req: api.SamplingFields, max_tokens: int | None, which: str,
+                   top_logprobs: int) -> list[SamplingParams]:
+    """The sampling parameters of each of the n choices; choice j of a seeded request is drawn with seed + j."""
+    cfg = state.config
+    max_tokens = cfg.default_max_tokens if max_tokens is None else max_tokens
+    if not 1 <= max_tokens <= cfg.max_new_tokens:
+        raise APIError(400, f"{which} must be between 1 and {cfg.max_new_tokens}, got {max_tokens}", param=which,
+                       code="invalid_value")
+    bias = req.bias()
+    too_big = [t for t, _ in bias if t >= state.backend.vocab_size]
+    if too_big:
+        raise APIError(400, f"logit_bias: token id {too_big[0]} is outside the vocabulary "
+                       f"(0..{state.backend.vocab_size - 1})", param="logit_bias", code="invalid_value")
+    return [SamplingParams(max_new_tokens=max_tokens, temperature=req.temperature, top_p=req.top_p, top_k=req.top_k,
+                           stop=tuple(s for s in req.stops() if s), seed=None if req.seed is None else req.seed + j,
+                           presence_penalty=req.presence_penalty, frequency_penalty=req.frequency_penalty,
+                           logit_bias=bias, top_logprobs=top_logprobs)
+            for j in range(req.n)]
+
+
+def _check_room(state: AppState, prompt_ids: list[int], max_tokens: int, which: str) -> None:
+    if len(prompt_ids) + max_tokens > state.context_limit:
+        raise APIError(400, f"prompt ({len(prompt_ids)} tokens) + {which} ({max_tokens}) exceeds the model's context "
+                       f"of {state.context_limit} tokens", param=which, code="context_length_exceeded")
+
+
+def _reason(c: Completion) -> Any:
+    return "length" if c.finish_reason == "length" else "stop"
+
+
+def _reply_tokens(c: Completion, stop_ids: frozenset[int]) -> int:
+    """The tokens that make the reply: all but a closing stop token."""
+    n = len(c.token_ids)
+    return n - 1 if n and c.token_ids[-1] in stop_ids else n
+
+
+def _logprob(value: float) -> float:
+    # JSON has no -inf; OpenAI documents -9999.0 for "very unlikely"
+    return value if math.isfinite(value) and value > -9999.0 else -9999.0
+
+
+def _token_logprobs(backend: GenerationBackend, c: Completion, start: int, end: int) -> list[api.TokenLogprob]:
+    out = []
+    for i in range(start, end):
+        token, raw = backend.token_piece(c.token_ids[i])
+        tops = []
+        for t, lp in c.top_logprobs[i] if i < len(c.top_logprobs) else []:
+            alt, alt_raw = backend.token_piece(t)
+            tops.append(api.TopLogprob(token=alt, logprob=_logprob(lp), bytes=alt_raw))
+        out.append(api.TokenLogprob(token=token, logprob=_logprob(c.logprobs[i]), bytes=raw, top_logprobs=tops))
+    return out
+
+
+def _usage(prompt_tokens: int, completions: list[Completion]) -> api.Usage:
+    out = sum(len(c.token_ids) for c in completions)
+    return api.Usage(prompt_tokens=prompt_tokens, completion_tokens=out, total_tokens=prompt_tokens + out)
+
+
+def _done(gen: Generation) -> list[Completion]:
+    return [r.completion for r in gen.results if r.completion is not None]
+
+
+async def _collect(request: Request, state: AppState, caller: Caller, gen: Generation,
+                   prompt_tokens: int) -> list[Completion] | None:
+    """Every choice's completion, or None when the client went away (logged as 499)."""
+    try:
+        async for _ in until_disconnect(request, gen.events(), gen.cancel):
+            pass
+    except RuntimeError as err:
+        raise APIError(500, str(err), code="generation_failed") from None
+    done = _done(gen)
+    if len(done) < len(gen.results) or any(c.finish_reason == "cancelled" for c in done):
+        await asyncio.to_thread(log_request, state, caller, "api", 499, gen.results, prompt_tokens)
+        return None
+    return done
+
+
+def _stream(state: AppState, caller: Caller, gen: Generation, prompt_tokens: int, first: list[str],
+            on_event: Callable[[ChoiceEvent, Completion | None, int, int], list[str]],
+            last: Callable[[], list[str]], finish: Callable[[], Any]) -> StreamingResponse:
+    """Server-sent events: ``first``, then ``on_event(event, completion, first token, end token)`` for every
+    choice's progress (the tokens in [first, end) are new since its last event), ``last()``, [DONE]."""
+    stop_ids = state.backend.stop_token_ids
 
     async def events() -> AsyncIterator[str]:
-        base = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": cfg.model_name}
-        yield sse({**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
-                                        "finish_reason": None}]})
+        sent = [0] * len(gen.choices)  # tokens of each choice already reported
+        for item in first:
+            yield item
         try:
-            async for delta in gen.deltas():
-                yield sse({**base, "choices": [{"index": 0, "delta": {"content": delta}, "finish_reason": None}]})
+            async for event in gen.events():
+                c = gen.choices[event.index].request.completion
+                end = _reply_tokens(event.finished, stop_ids) if event.finished is not None else event.tokens
+                for item in on_event(event, c, sent[event.index], end):
+                    yield item
+                sent[event.index] = max(sent[event.index], end)
         except RuntimeError as err:
             yield sse({"error": {"message": str(err), "type": "server_error", "param": None, "code": None}})
             return
         finally:
-            if gen.result.completion is None or gen.result.completion.finish_reason == "cancelled":
+            if len(_done(gen)) < len(gen.choices) or any(c.finish_reason == "cancelled" for c in _done(gen)):
                 gen.cancel()
-                await asyncio.shield(asyncio.to_thread(log_request, state, caller, "api", 499, gen.result,
-                                                       len(prompt_ids)))
-        c = gen.result.completion
-        assert c is not None
-        chunk: dict[str, Any] = {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": c.finish_reason}]}
-        yield sse(chunk)
-        if include_usage:
-            yield sse({**base, "choices": [], "usage": usage()})
+                await asyncio.shield(asyncio.to_thread(log_request, state, caller, "api", 499, gen.results,
+                                                       prompt_tokens))
+        for item in last():
+            yield item
         yield "data: [DONE]\n\n"
-        await finish(200)
+        await finish()
 
     return StreamingResponse(events(), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
-def save_api_conversation(state: AppState, caller: Caller, messages: list[chat.Message], c: Completion) -> None:
+def save_api_conversation(state: AppState, caller: Caller, messages: list[chat.Message],
+                          completions: list[Completion]) -> None:
+    """The exchange as a conversation; with n > 1, the other choices are stored as alternatives of the first."""
+    finished = [c for c in completions if c.finish_reason != "cancelled"]
+    if not finished:
+        return
     with state.store.session() as s:
         conv = m.Conversation(id=str(uuid.uuid4()), user_id=caller.user_id, source="api",
                               title=messages[-1].content[:80].strip() or "API chat",
@@ -203,6 +353,7 @@ def save_api_conversation(state: AppState, caller: Caller, messages: list[chat.M
         for i, msg in enumerate(turns):
             s.add(m.Message(id=str(uuid.uuid4()), conversation_id=conv.id, seq=i, role=msg.role,
                             content=msg.content))
-        s.add(m.Message(id=str(uuid.uuid4()), conversation_id=conv.id, seq=len(turns), role="assistant",
-                        content=c.text, model=state.config.model_name, finish_reason=c.finish_reason,
-                        prompt_tokens=len(c.prompt_ids), completion_tokens=len(c.token_ids)))
+        for j, c in enumerate(finished):
+            s.add(m.Message(id=str(uuid.uuid4()), conversation_id=conv.id, seq=len(turns), role="assistant",
+                            content=c.text, model=state.config.model_name, finish_reason=c.finish_reason,
+                            active=j == 0, prompt_tokens=len(c.prompt_ids), completion_tokens=len(c.token_ids)))
