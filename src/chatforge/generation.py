@@ -175,7 +175,7 @@ def sample_tokens(
         tokens = logits.argmax(dim=-1)
         logprobs = torch.log_softmax(logits, dim=-1).gather(-1, tokens[:, None])[:, 0]
         return tokens, logprobs
-    scaled = logits / params.temperature
+    scaled = _at_temperature(logits, params.temperature)
     logprobs_all = torch.log_softmax(scaled, dim=-1)
     filtered = scaled
     if params.top_k and params.top_k < scaled.shape[-1]:
@@ -186,6 +186,7 @@ def sample_tokens(
         probs = torch.softmax(sorted_logits, dim=-1)
         # Drop a token when the tokens ranked above it already hold top_p of the mass; the first always stays.
         drop_sorted = (probs.cumsum(dim=-1) - probs) >= params.top_p
+        drop_sorted[:, 0] = False  # even when top_p is below float32's resolution (5e-324: the API fuzzer)
         drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
         filtered = filtered.masked_fill(drop, float("-inf"))
     tokens = draw(torch.softmax(filtered, dim=-1), generator)
@@ -196,7 +197,14 @@ def token_logprobs(logits: torch.Tensor, params: SamplingParams) -> torch.Tensor
     """[B, V] log-probabilities of the distribution `sample_tokens` reports its logprobs from: ``logits`` at the
     sampling temperature (1 when greedy), before top-k/top-p filtering."""
     logits = logits.float()
-    return torch.log_softmax(logits if params.greedy else logits / params.temperature, dim=-1)
+    return torch.log_softmax(logits if params.greedy else _at_temperature(logits, params.temperature), dim=-1)
+
+
+def _at_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """``logits / temperature`` shifted so each row's largest is 0: the same distribution. A temperature too small
+    for float32 (1e-100, found by the API fuzzer, became 0 and the top logit NaN) is held at float32's smallest
+    normal number, so the top stays 0 and the rest go to -inf: the draw is the greedy one, as it is in the limit."""
+    return (logits - logits.amax(dim=-1, keepdim=True)) / max(temperature, torch.finfo(logits.dtype).tiny)
 
 
 def top_alternatives(logits: torch.Tensor, params: SamplingParams, k: int) -> list[list[tuple[int, float]]]:

@@ -70,6 +70,14 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
             spec = model.model_json_schema(ref_template="#/components/schemas/{model}")
             components.update(spec.pop("$defs", {}))
             components[model.__name__] = spec
+        config = app.state.serve.config
+        for model in openai_api.REQUEST_MODELS:  # this server's limits, and the one model served here
+            properties = components[model.__name__]["properties"]
+            properties["model"]["enum"] = [config.model_name]  # any other name answers 404
+            for name in ("max_tokens", "max_completion_tokens"):
+                for branch in properties.get(name, {}).get("anyOf", []):
+                    if branch.get("type") == "integer":
+                        branch["maximum"] = config.max_new_tokens
         schema["components"]["securitySchemes"] = {"apiKey": {"type": "http", "scheme": "bearer",
                                                               "description": "chatforge serve --add-user NAME"}}
         for path, operations in schema["paths"].items():

@@ -227,10 +227,10 @@ def reply_stream(state: AppState, caller: Caller, conv_id: str, context: list[ch
             return message_dict(msg)
 
     async def events() -> AsyncIterator[str]:
-        yield sse(start_event)
         text: list[str] = []
         saved = False
         try:
+            yield sse(start_event)
             async for delta in gen.deltas():
                 text.append(delta)
                 yield sse({"type": "delta", "text": delta})

@@ -45,13 +45,18 @@ def body(model: type[api.Request]) -> dict[str, Any]:
 
 
 def streamed(model: type[api.Response], chunk: type[api.Response]) -> dict[int | str, dict[str, Any]]:
+    """A 200 that is ``model`` as JSON, or with stream: true server-sent events, each one's data a ``chunk`` (or an
+    error, should generation fail mid-stream) as JSON, the last one ``[DONE]`` (``itemSchema``: one event)."""
+    data = {"type": "string", "contentMediaType": "application/json", "contentSchema": {"anyOf": [
+        {"$ref": f"#/components/schemas/{chunk.__name__}"}, {"$ref": "#/components/schemas/ErrorResponse"}]}}
+    event = {"type": "object", "required": ["data"], "properties": {"data": {"anyOf": [{"const": "[DONE]"}, data]}}}
     return {200: {"model": model, "description": f"{model.__name__}; with stream: true, server-sent events each "
                   f"carrying a {chunk.__name__} as JSON, ending with [DONE]",
-                  "content": {"text/event-stream": {"schema": {"type": "string"}}}}, **ERRORS}
+                  "content": {"text/event-stream": {"schema": {"type": "string"}, "itemSchema": event}}}, **ERRORS}
 
 
 REQUEST_MODELS: list[type[api.Request]] = [api.ChatCompletionRequest, api.CompletionRequest]
-RESPONSE_MODELS: list[type[api.Response]] = [api.ChatCompletionChunk]  # only named in descriptions otherwise
+RESPONSE_MODELS: list[type[api.Response]] = [api.ChatCompletionChunk, api.ErrorResponse]  # in event streams
 
 router = APIRouter(prefix="/v1", tags=["OpenAI API"])
 
@@ -138,7 +143,8 @@ async def completions(request: Request, caller: ApiCallerDep, state: StateDep) -
     _check_model(state, req.model)
     backend = state.backend
     top = req.logprobs or 0
-    params = _choice_params(state, req, req.max_tokens, "max_tokens", top)
+    max_tokens = req.max_tokens if req.max_tokens is not None else min(16, state.config.max_new_tokens)
+    params = _choice_params(state, req, max_tokens, "max_tokens", top)
     prompts: list[list[int]] = []
     texts: list[str] = []
     for i, prompt in enumerate(req.prompts()):
@@ -156,7 +162,7 @@ async def completions(request: Request, caller: ApiCallerDep, state: StateDep) -
         if len(ids) > state.max_prompt_tokens:
             raise APIError(400, f"{where} is {len(ids)} tokens; the limit is {state.max_prompt_tokens}", param=where,
                            code="context_length_exceeded")
-        _check_room(state, ids, req.max_tokens, "max_tokens")
+        _check_room(state, ids, max_tokens, "max_tokens")
         await moderate_input(state, caller, [chat.Message("user", text)], end_user=req.user)
         prompts.append(ids)
         texts.append(text)
@@ -311,9 +317,9 @@ def _stream(state: AppState, caller: Caller, gen: Generation, prompt_tokens: int
 
     async def events() -> AsyncIterator[str]:
         sent = [0] * len(gen.choices)  # tokens of each choice already reported
-        for item in first:
-            yield item
         try:
+            for item in first:  # a client gone by now still cancels its choices (finally)
+                yield item
             async for event in gen.events():
                 c = gen.choices[event.index].request.completion
                 end = _reply_tokens(event.finished, stop_ids) if event.finished is not None else event.tokens

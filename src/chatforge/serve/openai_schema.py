@@ -15,9 +15,18 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
+from chatforge import chat
 from chatforge.serve.errors import APIError
 
 MAX_N = 16  # choices per request
@@ -29,6 +38,13 @@ SEED_RANGE = 2**63
 def invalid(field: str, message: str) -> PydanticCustomError:
     """A validation error about ``field`` in chatforge's own words."""
     return PydanticCustomError(field, "{message}", {"message": message})
+
+
+StopString = Annotated[str, Field(min_length=1)]
+TokenIds = Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)]
+LogitBias = Annotated[dict[str, float], WithJsonSchema({
+    "type": "object", "propertyNames": {"pattern": "^[0-9]+$"},
+    "additionalProperties": {"type": "number", "minimum": -100, "maximum": 100}})]
 
 
 class Request(BaseModel):
@@ -51,12 +67,12 @@ class SamplingFields(Request):
                                      "logit once per time it was already sampled in this reply.")
     presence_penalty: float = Field(0.0, ge=-2, le=2, description="Subtracted from the logit of every token "
                                     "already sampled in this reply.")
-    logit_bias: dict[str, Annotated[float, Field(ge=-100, le=100)]] | None = Field(
+    logit_bias: LogitBias | None = Field(
         None, description="Token id (as a string) -> bias added to its logit before sampling.")
     n: int = Field(1, ge=1, le=MAX_N, description="Choices to sample for each prompt, decoded together in the batch.")
     seed: int | None = Field(None, ge=-SEED_RANGE, lt=SEED_RANGE,
                              description="Reproducible sampling: choice j is drawn with seed + j.")
-    stop: str | list[str] | None = Field(None, description=f"Up to {MAX_STOPS} strings that end the reply "
+    stop: str | Annotated[list[StopString], Field(max_length=MAX_STOPS)] | None = Field(None, description=f"Up to {MAX_STOPS} strings that end the reply "
                                          "(not included in it).")
     stream: bool = False
     stream_options: StreamOptions | None = Field(None, description="Only with stream: true.")
@@ -82,9 +98,11 @@ class SamplingFields(Request):
     @field_validator("logit_bias")
     @classmethod
     def _token_ids(cls, value: dict[str, float] | None) -> dict[str, float] | None:
-        for key in value or {}:
+        for key, bias in (value or {}).items():
             if not key.isdigit():
-                raise invalid("logit_bias", f"logit_bias keys must be token ids (digits), got {key!r}")
+                raise invalid("logit_bias", f"logit_bias keys must be token ids (digits), got {key!r:.40}")
+            if not -100 <= bias <= 100:
+                raise invalid("logit_bias", f"logit_bias values must be between -100 and 100, got {bias}")
         return value
 
     @model_validator(mode="after")
@@ -112,8 +130,9 @@ class TextPart(Request):
 
 class ChatMessage(Request):
     role: Literal["system", "developer", "user", "assistant"] = Field(description="developer is read as system.")
-    content: str | list[TextPart]
-    name: str | None = Field(None, description="Accepted only as null: the chat template has no place for names.")
+    content: Annotated[str, Field(pattern=r"\S")] | Annotated[list[TextPart], Field(min_length=1)] = Field(
+        description="Not blank.")
+    name: None = Field(None, description="Accepted only as null: the chat template has no place for names.")
 
     def text(self) -> str:
         return self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
@@ -148,7 +167,7 @@ ResponseFormat = Annotated[ResponseFormatText | ResponseFormatJSONObject | Respo
 
 
 class ChatCompletionRequest(SamplingFields):
-    messages: list[ChatMessage] = Field(description="The conversation, ending with a user message.")
+    messages: list[ChatMessage] = Field(min_length=1, description="The conversation, ending with a user message.")
     model: str
     logprobs: bool = Field(False, description="Return the log-probability of each token of the reply.")
     top_logprobs: int = Field(0, ge=0, le=MAX_TOP_LOGPROBS, description="With logprobs: that many most likely "
@@ -200,6 +219,14 @@ class ChatCompletionRequest(SamplingFields):
                 raise invalid("messages", f"message {i}: 'name' is not supported (the chat template "
                                           "has no place for it)")
             cleaned.append(item)
+        # the conversation as the model will see it: order, blank or invalid text, size (chat.validate_messages)
+        as_chat = [chat.Message("system" if x["role"] == "developer" else x["role"],
+                                x["content"] if isinstance(x["content"], str) else
+                                "".join(str(p.get("text", "")) for p in x["content"])) for x in cleaned]
+        try:
+            chat.validate_messages(as_chat, last="user")
+        except chat.ConversationError as err:
+            raise invalid("messages", str(err)) from None
         return handler(cleaned)
 
     @model_validator(mode="after")
@@ -234,22 +261,25 @@ REFUSED_CHAT: dict[str, tuple[str, tuple[Any, ...]]] = {
 
 class CompletionRequest(SamplingFields):
     model: str
-    prompt: str | list[str] | list[int] | list[list[int]] = Field(
+    prompt: Annotated[str, Field(min_length=1)] | Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)] \
+        | TokenIds | Annotated[list[TokenIds], Field(min_length=1)] = Field(
         description="A text, a list of texts, a list of token ids, or a list of those; each gets n choices.")
     echo: bool = Field(False, description="Put the prompt's text before each choice's text.")
     logprobs: int | None = Field(None, ge=0, le=5, description="Log-probabilities of the tokens and of that many "
                                  "most likely alternatives.")
-    max_tokens: int = Field(16, ge=1)
+    max_tokens: int | None = Field(None, ge=1, description="Default 16 (or the server's limit if lower).")
     best_of: int | None = Field(None, ge=1, le=MAX_N, description="Accepted only equal to n (or null): choosing "
                                 "the best of more samples is not implemented.")
     suffix: str | None = Field(None, description="Accepted only as null or empty: no insertion (fill-in-the-middle).")
 
-    @field_validator("prompt")
+    @field_validator("prompt", mode="wrap")
     @classmethod
-    def _prompt(cls, value: Any) -> Any:
-        if isinstance(value, list) and not value:
-            raise invalid("prompt", "'prompt' is an empty list")
-        return value
+    def _prompt(cls, value: Any, handler: Any) -> Any:
+        try:
+            return handler(value)
+        except ValidationError:
+            raise invalid("prompt", "'prompt' must be a non-empty string, a list of them, a list of token ids "
+                          f"(integers >= 0) or a list of such lists; got {value!r:.60}") from None
 
     @model_validator(mode="after")
     def _refused_values(self) -> CompletionRequest:
@@ -419,7 +449,7 @@ R = TypeVar("R", bound=Request)
 
 def parse_request(model: type[R], data: dict[str, Any], refused: dict[str, tuple[str, tuple[Any, ...]]]) -> R:
     """``data`` validated as ``model``, or an APIError (400) that names the field and the problem."""
-    data = dict(data)
+    data = _whole_numbers(data)
     for name, (why, neutral) in refused.items():
         if name in data:
             if any(data[name] == v and type(data[name]) is type(v) for v in neutral):
@@ -430,6 +460,17 @@ def parse_request(model: type[R], data: dict[str, Any], refused: dict[str, tuple
         return model.model_validate(data)
     except ValidationError as err:
         raise _as_api_error(err) from None
+
+
+def _whole_numbers(value: Any) -> Any:
+    """JSON Schema counts 2.0 as an integer, and so do we (2.5 and "2" are not): whole floats become ints."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**64:
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _whole_numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_whole_numbers(v) for v in value]
+    return value
 
 
 def _as_api_error(err: ValidationError) -> APIError:
