@@ -52,7 +52,7 @@ def streamed(model: type[api.Response], chunk: type[api.Response]) -> dict[int |
     event = {"type": "object", "required": ["data"], "properties": {"data": {"anyOf": [{"const": "[DONE]"}, data]}}}
     return {200: {"model": model, "description": f"{model.__name__}; with stream: true, server-sent events each "
                   f"carrying a {chunk.__name__} as JSON, ending with [DONE]",
-                  "content": {"text/event-stream": {"schema": {"type": "string"}, "itemSchema": event}}}, **ERRORS}
+                  "content": {"text/event-stream": {"itemSchema": event}}}, **ERRORS}
 
 
 REQUEST_MODELS: list[type[api.Request]] = [api.ChatCompletionRequest, api.CompletionRequest]
