@@ -5,6 +5,7 @@ output, response_format, the refusal of unsupported fields by name; the OpenAPI 
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -18,6 +19,7 @@ from sqlalchemy import func, select  # noqa: E402
 from chatforge import chat  # noqa: E402
 from chatforge.generation import SamplingParams, TorchEngine  # noqa: E402
 from chatforge.serve.app import ServeConfig, create_app  # noqa: E402
+from chatforge.serve.json_mode import Grammar  # noqa: E402
 from chatforge.serve.testing import running_server  # noqa: E402
 from chatforge.store import Store  # noqa: E402
 from chatforge.store import models as m  # noqa: E402
@@ -205,6 +207,42 @@ def test_store_false_keeps_no_conversation(server):
     assert sorted(a.active for a in answers) == [False, True]  # the second choice is an alternative of the first
 
 
+# ---- response_format ------------------------------------------------------------------------------------------
+
+
+def test_json_schema_replies_parse_and_fit_the_schema(server):
+    schema = {"type": "object", "additionalProperties": False, "required": ["answer", "n", "colour"],
+              "properties": {"answer": {"type": "boolean"}, "n": {"type": "integer"},
+                             "colour": {"enum": ["red", "green"]}}}
+    r = server["client"].chat.completions.create(
+        model="tiny", messages=HELLO, max_tokens=64, temperature=1.0, seed=3, n=4,
+        response_format={"type": "json_schema", "json_schema": {"name": "answer", "schema": schema, "strict": True}})
+    for choice in r.choices:  # even the tiny random model: the grammar leaves it nothing else to write
+        assert choice.finish_reason == "stop"
+        document = json.loads(choice.message.content)
+        assert list(document) == ["answer", "n", "colour"]
+        assert isinstance(document["answer"], bool) and isinstance(document["n"], int)
+        assert document["colour"] in ("red", "green")
+    plain = server["client"].chat.completions.create(model="tiny", messages=HELLO, max_tokens=12, temperature=0,
+                                                     response_format={"type": "text"})
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(plain.choices[0].message.content)
+
+
+def test_json_object_replies_are_json_all_along(server):
+    r = server["client"].chat.completions.create(model="tiny", messages=HELLO, max_tokens=24, temperature=1.0,
+                                                 seed=1, n=4, response_format={"type": "json_object"})
+    grammar = Grammar.json_object()
+    for choice in r.choices:
+        state = grammar.start()
+        for ch in choice.message.content:  # a prefix of a JSON object, even where max_tokens cut it
+            state = grammar.feed(state, ch)
+            assert state is not None, choice.message.content
+        if choice.finish_reason == "stop":
+            assert isinstance(json.loads(choice.message.content), dict)
+        assert choice.message.content.strip().startswith("{")
+
+
 # ---- refused by name ---------------------------------------------------------------------------------------------
 
 REFUSED = [
@@ -215,7 +253,10 @@ REFUSED = [
     ("audio", {"audio": {"voice": "alloy", "format": "wav"}}, "'audio' is not supported"),
     ("reasoning_effort", {"reasoning_effort": "high"}, "'reasoning_effort' is not supported"),
     ("metadata", {"metadata": {"k": "v"}}, "'metadata' is not supported"),
-    ("response_format", {"response_format": {"type": "json_object"}}, "response_format 'json_object'"),
+    ("response_format", {"response_format": {"type": "json_schema", "json_schema": {"name": "s", "schema": {
+        "type": "object", "properties": {"a": {"type": "string", "pattern": "x"}}}}}},
+     "response_format.json_schema.schema.properties.a: keyword 'pattern' is not supported"),
+    ("response_format", {"response_format": {"type": "xml"}}, "response_format must be"),
     ("service_tier", {"service_tier": "priority"}, "service_tier must be"),
     ("modalities", {"modalities": ["text", "audio"]}, "modalities.1 must be"),
     ("stream_options", {"stream_options": {"include_usage": True}}, "stream_options is only allowed"),
@@ -249,6 +290,21 @@ def test_neutral_values_of_unsupported_fields_are_accepted(server):
     r = server["client"].chat.completions.create(
         model="tiny", messages=[*HELLO, assistant_echo, {"role": "user", "content": "More."}], max_tokens=2)
     assert r.choices[0].finish_reason in ("stop", "length")
+
+
+def test_deep_nesting_is_a_400_not_a_crash(server):
+    headers = {"Authorization": f"Bearer {server['key']}", "Content-Type": "application/json"}
+    r = httpx.post(server["url"] + "/v1/chat/completions", content=b"[" * 50_000 + b"]" * 50_000, headers=headers)
+    assert r.status_code == 400 and "nested too deeply" in r.json()["error"]["message"]
+    schema: dict = {}
+    inner = schema
+    for _ in range(100):
+        inner.update(type="object", properties={"a": {}})
+        inner = inner["properties"]["a"]
+    r = httpx.post(server["url"] + "/v1/chat/completions", headers=headers, json={
+        "model": "tiny", "messages": HELLO, "response_format": {"type": "json_schema",
+                                                               "json_schema": {"name": "deep", "schema": schema}}})
+    assert r.status_code == 400 and "nested more than 64 levels" in r.json()["error"]["message"]
 
 
 @pytest.mark.parametrize("fields,needle", [

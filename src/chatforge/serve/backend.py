@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from fastapi import Request
 from chatforge import chat
 from chatforge.generation import Completion, SamplingParams
 from chatforge.serve.batcher import ContinuousBatcher, GenRequest, context_limit
+from chatforge.serve.json_mode import JSONConstraint, Vocabulary
 
 
 class GenerationBackend(Protocol):
@@ -50,6 +52,10 @@ class GenerationBackend(Protocol):
     def token_piece(self, token_id: int) -> tuple[str, list[int] | None]:
         """A token's text and its UTF-8 bytes (None where they are unknown), as OpenAI's logprobs show them."""
 
+    def json_constraint(self, schema: dict[str, Any] | None) -> Any:
+        """A fresh `GenRequest.constraint` that keeps one reply valid JSON (of ``schema``; None: any object).
+        Raises `chatforge.serve.json_mode.UnsupportedSchema` naming what it cannot enforce."""
+
     @property
     def running(self) -> int: ...
 
@@ -72,6 +78,8 @@ class TorchBackend:
         self.vocab_size = int(model.get_output_embeddings().weight.shape[0])
         self.stop_token_ids = self.scheduler.engine.stop_token_ids
         self._byte_of = {c: b for b, c in _byte_level_alphabet().items()}
+        self._json_vocabulary: Vocabulary | None = None
+        self._json_lock = threading.Lock()
 
     def start(self) -> None:
         self.scheduler.start()
@@ -100,6 +108,12 @@ class TorchBackend:
         if isinstance(piece, str) and piece and all(c in self._byte_of for c in piece):
             return text, [self._byte_of[c] for c in piece]
         return text, None
+
+    def json_constraint(self, schema: dict[str, Any] | None) -> JSONConstraint:
+        with self._json_lock:  # the vocabulary's texts are read once (about a second for 49k tokens)
+            if self._json_vocabulary is None:
+                self._json_vocabulary = Vocabulary(self.tokenizer, self.vocab_size, self.stop_token_ids)
+        return JSONConstraint(self._json_vocabulary, self._json_vocabulary.grammar(schema))
 
     @property
     def running(self) -> int:
@@ -148,9 +162,11 @@ class _Choice:
 
 class Generation:
     """The replies of one HTTP request, bridged to the event loop: ``groups`` holds (prompt ids, the sampling
-    parameters of each choice); choices are numbered in that order and each group is sampled together."""
+    parameters of each choice); choices are numbered in that order and each group is sampled together.
+    ``constraint()`` makes each choice's `GenRequest.constraint` (JSON mode)."""
 
-    def __init__(self, backend: GenerationBackend, groups: list[tuple[list[int], list[SamplingParams]]]) -> None:
+    def __init__(self, backend: GenerationBackend, groups: list[tuple[list[int], list[SamplingParams]]],
+                 constraint: Callable[[], Any] | None = None) -> None:
         self.loop = asyncio.get_running_loop()
         self.queue: asyncio.Queue[tuple[str, int, Any]] = asyncio.Queue()
         self.start = time.perf_counter()
@@ -160,7 +176,8 @@ class Generation:
             group = []
             for params in choice_params:
                 i = len(self.choices)
-                request = GenRequest(prompt_ids, params, partial(self._on_event, i), partial(self._on_error, i))
+                request = GenRequest(prompt_ids, params, partial(self._on_event, i), partial(self._on_error, i),
+                                     constraint=constraint() if constraint is not None else None)
                 self.choices.append(_Choice(request))
                 group.append(request)
             submitted.append(group)

@@ -11,7 +11,8 @@ transformers ``DynamicCache``); either holds the running batch and does the ``ex
 Requests submitted together (``submit_group``: the n choices of one API request) are admitted together, and a
 prompt they share is prefilled once: its cache row is copied to each of them. Each request has its own
 ``SamplingParams``: rows with plain equal temperature/top-p/top-k are sampled together; a seeded request has its own
-generator, and logit bias and presence/frequency penalties are applied per row (``adjust_logits``). Each sampled
+generator, and logit bias, presence/frequency penalties and a JSON-mode constraint (the tokens allowed next,
+``GenRequest.constraint``) are applied per row. Each sampled
 token's logprob is recorded, with its top alternatives where asked. Sampling and detokenization reuse
 ``chatforge.generation`` (sample_tokens, IncrementalDetokenizer).
 
@@ -70,6 +71,8 @@ class GenRequest:
     generator: torch.Generator | None = None
     stops: tuple[str, ...] = ()
     counts: torch.Tensor | None = None  # [V] tokens sampled so far, for the presence/frequency penalties
+    # what may come next (JSON mode: chatforge.serve.json_mode.JSONConstraint): mask() -> [V] bool, advance(token)
+    constraint: Any = None
 
     def cancel(self) -> None:
         self.cancelled.set()
@@ -251,15 +254,21 @@ class ContinuousBatcher:
         plain: dict[tuple[float, float, int], list[int]] = {}
         for b, row in enumerate(self._rows):
             p = row.params
-            if row.generator is not None or p.adjusts_logits:
+            if row.generator is not None or p.adjusts_logits or row.constraint is not None:
                 logits = self._logits[b : b + 1]
                 if p.adjusts_logits:
                     if p.penalized and row.counts is None:
                         row.counts = torch.zeros(logits.shape[-1], device=logits.device)
                     logits = adjust_logits(logits, p, row.counts[None] if row.counts is not None else None)
-                sampled[b] = self._draw(logits, [row], row.generator)[0]
+                if row.constraint is not None:
+                    allowed = row.constraint.mask()[: logits.shape[-1]].to(logits.device)
+                    logits = logits.masked_fill(~allowed, float("-inf"))
+                s = self._draw(logits, [row], row.generator)[0]
+                sampled[b] = s
                 if row.counts is not None:
-                    row.counts[sampled[b].token] += 1  # type: ignore[union-attr]
+                    row.counts[s.token] += 1
+                if row.constraint is not None:
+                    row.constraint.advance(s.token)
             else:
                 plain.setdefault((p.temperature, p.top_p, p.top_k), []).append(b)
         for idx in plain.values():

@@ -26,6 +26,7 @@ from chatforge.serve import openai_schema as api
 from chatforge.serve.auth import ApiCallerDep, Caller
 from chatforge.serve.backend import ChoiceEvent, Generation, GenerationBackend, sse, until_disconnect
 from chatforge.serve.errors import APIError, read_json
+from chatforge.serve.json_mode import UnsupportedSchema
 from chatforge.serve.records import log_request, moderate_input, moderate_output
 from chatforge.serve.state import AppState, StateDep
 from chatforge.store import models as m
@@ -72,9 +73,7 @@ async def chat_completions(request: Request, caller: ApiCallerDep, state: StateD
     req = api.parse_request(api.ChatCompletionRequest, await read_json(request, state.config.max_body_bytes),
                             api.REFUSED_CHAT)
     _check_model(state, req.model)
-    if req.response_format is not None and req.response_format.type != "text":
-        raise APIError(400, f"response_format '{req.response_format.type}' is not supported: this server has no "
-                       "constrained (JSON) decoding", param="response_format", code="unsupported_parameter")
+    constraint = await _json_mode(state, req.response_format)
     if req.stream_options is not None and req.stream_options.include_obfuscation:
         raise APIError(400, "stream_options.include_obfuscation is not supported: chunks carry no obfuscation",
                        param="stream_options.include_obfuscation", code="unsupported_parameter")
@@ -87,7 +86,7 @@ async def chat_completions(request: Request, caller: ApiCallerDep, state: StateD
     _check_room(state, prompt_ids, params[0].max_new_tokens, which)
     end_user = req.user or req.safety_identifier
     await moderate_input(state, caller, messages, end_user=end_user)
-    gen = Generation(state.backend, [(prompt_ids, params)])
+    gen = Generation(state.backend, [(prompt_ids, params)], constraint)
     rid, created, name = f"chatcmpl-{uuid.uuid4().hex}", int(time.time()), state.config.model_name
     stop_ids = state.backend.stop_token_ids
 
@@ -223,6 +222,26 @@ async def completions(request: Request, caller: ApiCallerDep, state: StateDep) -
 
 
 # ---- shared by both endpoints ---------------------------------------------------------------------------------
+
+
+async def _json_mode(state: AppState, response_format: Any) -> Callable[[], Any] | None:
+    """What makes each choice's JSON-mode constraint, or None for plain text; a schema that constrained decoding
+    cannot enforce is refused, naming the keyword."""
+    if response_format is None or response_format.type == "text":
+        return None
+    schema = None
+    if response_format.type == "json_schema":
+        schema = response_format.json_schema.schema_
+        if schema is None:
+            raise APIError(400, "response_format.json_schema.schema is required", code="invalid_value",
+                           param="response_format.json_schema.schema")
+    try:
+        await asyncio.to_thread(state.backend.json_constraint, schema)  # compiles (and caches) it, or refuses
+    except UnsupportedSchema as err:
+        where = "response_format" if schema is None else "response_format.json_schema." + err.where
+        raise APIError(400, f"{where}{str(err).removeprefix(err.where)}", param=where,
+                       code="unsupported_parameter") from None
+    return lambda: state.backend.json_constraint(schema)
 
 
 def _check_model(state: AppState, name: str) -> None:
