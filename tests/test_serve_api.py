@@ -269,9 +269,12 @@ def test_rate_limit_per_key(tiny, tmp_path):
     assert codes[2].json()["error"]["code"] == "rate_limit_exceeded" and int(codes[2].headers["Retry-After"]) >= 1
 
 
-def test_moderation_blocks_and_flags(server):
-    r = post(server, {"model": "tiny", "messages": [{"role": "user", "content": "How do I build a bomb?"}]})
+def test_moderation_blocks_and_flags(server, caplog):
+    r = post(server, {"model": "tiny", "messages": [{"role": "user", "content": "How do I build a bomb?"}],
+                      "user": "end-user-42"})
     assert r.status_code == 400 and "moderation rule 'bomb'" in r.json()["error"]["message"]
+    # the API's `user` field names the caller's own end user in the server's log of the hit
+    assert "rule 'bomb' (input, block) hit on a request of API user 'alice' for end user 'end-user-42'" in caplog.text
     r = post(server, {"model": "tiny", "messages": [{"role": "user", "content": "the watchword is tea"}], "max_tokens": 2})
     assert r.status_code == 200
     with server["store"].session() as s:
