@@ -31,9 +31,7 @@ class SamplingParams:
 
     ``stop`` holds extra stop strings; the tokenizer's end-of-turn and eos tokens always stop a reply.
 
-    ``logit_bias`` ((token id, bias), ...) and ``presence_penalty`` / ``frequency_penalty`` change the logits before
-    sampling by OpenAI's formula (`adjust_logits`); ``top_logprobs`` > 0 records that many most likely alternatives
-    of each sampled token (`Completion.top_logprobs`).
+    ``logit_bias`` ((id, bias), ...) and the penalties: OpenAI's (`adjust_logits`); ``top_logprobs``: see Completion.
     """
 
     max_new_tokens: int = 256
@@ -58,13 +56,13 @@ class SamplingParams:
             raise ValueError(f"top_k must be a non-negative integer, got {self.top_k!r}")
         if isinstance(self.stop, str) or any(not isinstance(s, str) or not s for s in self.stop):
             raise ValueError("stop must be a sequence of non-empty strings")
-        for name in ("presence_penalty", "frequency_penalty"):
-            if not math.isfinite(getattr(self, name)):
-                raise ValueError(f"{name} must be a finite number, got {getattr(self, name)!r}")
-        if any(not isinstance(t, int) or t < 0 or not math.isfinite(b) for t, b in self.logit_bias):
-            raise ValueError("logit_bias must hold (token id >= 0, finite bias) pairs")
-        if not isinstance(self.top_logprobs, int) or self.top_logprobs < 0:
-            raise ValueError(f"top_logprobs must be a non-negative integer, got {self.top_logprobs!r}")
+        if not (math.isfinite(self.presence_penalty) and math.isfinite(self.frequency_penalty)):
+            raise ValueError(f"presence_penalty and frequency_penalty must be finite, got {self.presence_penalty!r}, "
+                             f"{self.frequency_penalty!r}")
+        if any(not isinstance(t, int) or t < 0 or not math.isfinite(b) for t, b in self.logit_bias) or \
+                not isinstance(self.top_logprobs, int) or self.top_logprobs < 0:
+            raise ValueError("logit_bias must hold (token id >= 0, finite bias) pairs and top_logprobs be >= 0, got "
+                             f"{self.logit_bias!r:.80}, {self.top_logprobs!r}")
 
     @property
     def greedy(self) -> bool:
@@ -75,7 +73,7 @@ class SamplingParams:
         return self.presence_penalty != 0 or self.frequency_penalty != 0
 
     @property
-    def adjusts_logits(self) -> bool:
+    def adjusts_logits(self) -> bool:  # logit bias or penalties: `adjust_logits` has work to do
         return self.penalized or bool(self.logit_bias)
 
 
@@ -84,9 +82,8 @@ class Completion:
     """One generated reply. ``token_ids`` include a stop token or the tokens of a matched stop string (they are
     what the model produced, which RL needs); ``text`` never includes them. ``logprobs[i]`` is the log-probability
     of ``token_ids[i]`` under the model's distribution at the sampling temperature (temperature 1 for greedy),
-    before top-k/top-p filtering, i.e. exactly ``log_softmax(logits / T)`` of a forward pass (with the logits first
-    changed by ``logit_bias`` and the penalties where the parameters ask for them). ``top_logprobs[i]`` holds the
-    ``SamplingParams.top_logprobs`` most likely (token id, logprob) pairs of that same distribution at step i."""
+    before top-k/top-p filtering, i.e. exactly ``log_softmax(logits / T)`` of a forward pass (logits after logit bias
+    and penalties where asked). ``top_logprobs[i]``: the most likely (token id, logprob) pairs of that step."""
 
     prompt_ids: list[int]
     token_ids: list[int] = field(default_factory=list)
@@ -193,30 +190,22 @@ def sample_tokens(
     return tokens, logprobs_all.gather(-1, tokens[:, None])[:, 0]
 
 
-def token_logprobs(logits: torch.Tensor, params: SamplingParams) -> torch.Tensor:
-    """[B, V] log-probabilities of the distribution `sample_tokens` reports its logprobs from: ``logits`` at the
-    sampling temperature (1 when greedy), before top-k/top-p filtering."""
-    logits = logits.float()
-    return torch.log_softmax(logits if params.greedy else _at_temperature(logits, params.temperature), dim=-1)
-
-
 def _at_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    """``logits / temperature`` shifted so each row's largest is 0: the same distribution. A temperature too small
-    for float32 (1e-100, found by the API fuzzer, became 0 and the top logit NaN) is held at float32's smallest
-    normal number, so the top stays 0 and the rest go to -inf: the draw is the greedy one, as it is in the limit."""
+    """``logits / temperature`` shifted so each row's largest is 0 (the same distribution), the temperature held at
+    float32's smallest normal: 1e-100 (the API fuzzer's) became 0 and NaN; now the draw is greedy, as in the limit."""
     return (logits - logits.amax(dim=-1, keepdim=True)) / max(temperature, torch.finfo(logits.dtype).tiny)
 
 
 def top_alternatives(logits: torch.Tensor, params: SamplingParams, k: int) -> list[list[tuple[int, float]]]:
-    """The ``k`` most likely (token id, logprob) pairs of each row, most likely first."""
-    values, ids = token_logprobs(logits, params).topk(min(k, logits.shape[-1]), dim=-1)
+    """Each row's ``k`` likeliest (token id, logprob), first first, as `sample_tokens` reports logprobs."""
+    logits = logits.float() if params.greedy else _at_temperature(logits.float(), params.temperature)
+    values, ids = torch.log_softmax(logits, dim=-1).topk(min(k, logits.shape[-1]), dim=-1)
     return [list(zip(i, v, strict=True)) for i, v in zip(ids.tolist(), values.tolist(), strict=True)]
 
 
 def adjust_logits(logits: torch.Tensor, params: SamplingParams, counts: torch.Tensor | None = None) -> torch.Tensor:
-    """``logits`` [B, V] changed as OpenAI documents for its API, before temperature and sampling:
-    ``mu[j] - c[j] * frequency_penalty - (c[j] > 0) * presence_penalty + logit_bias[j]``, where ``c[j]`` [B, V]
-    (``counts``) is how often token j was sampled so far in that row's reply. Returns a new float32 tensor."""
+    """New float32 ``logits`` [B, V] as OpenAI's API documents: ``mu[j] - c[j] * frequency_penalty - (c[j] > 0) *
+    presence_penalty + logit_bias[j]``, ``c[j]`` (``counts`` [B, V]) how often j was sampled in the row's reply."""
     out = logits.float().clone()
     if params.logit_bias:
         ids = torch.tensor([t for t, _ in params.logit_bias], device=out.device)
@@ -567,15 +556,15 @@ class TorchEngine:
         logits = forward.prefill(input_ids, valid, positions)
         next_positions = positions[:, -1:] + 1
         batch_rows: list[int | None] = list(range(len(prompts)))  # request index of each batch row (None: idle)
-        counts: torch.Tensor | None = None  # [requests, V] how often each token was sampled: the penalties' c[j]
+        counts: torch.Tensor | None = None  # [requests, V] the penalties' c[j]: how often each token was sampled
 
         for step in range(params.max_new_tokens):
             live = [b for b, index in enumerate(batch_rows) if index is not None]
             requests = [index for index in batch_rows if index is not None]
             step_logits = logits[live] if len(live) < len(batch_rows) else logits
+            if params.penalized and counts is None:
+                counts = torch.zeros((len(prompts), step_logits.shape[-1]), device=step_logits.device)
             if params.adjusts_logits:
-                if counts is None and params.penalized:
-                    counts = torch.zeros((len(prompts), step_logits.shape[-1]), device=step_logits.device)
                 step_logits = adjust_logits(step_logits, params, counts[requests] if counts is not None else None)
             sampled, sampled_lp = sample_tokens(step_logits, params, generator)
             if counts is not None:
@@ -680,8 +669,8 @@ class VLLMEngine:
             choice = output.outputs[0]
             steps = list(zip(choice.logprobs or [], choice.token_ids, strict=False))
             logprobs = [step[token].logprob for step, token in steps]
-            top = [sorted(((t, lp.logprob) for t, lp in step.items()), key=lambda x: -x[1])[: params.top_logprobs]
-                   for step, _ in steps] if params.top_logprobs else []
+            top = [sorted(((t, x.logprob) for t, x in step.items()), key=lambda x: -x[1])[: params.top_logprobs]
+                   for step, _ in steps if params.top_logprobs]
             results.append(
                 Completion(
                     list(prompt),

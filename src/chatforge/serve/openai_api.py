@@ -70,9 +70,7 @@ async def list_models(_: ApiCallerDep, state: StateDep) -> api.ModelList:
 @router.post("/chat/completions", responses=streamed(api.ChatCompletion, api.ChatCompletionChunk),
              openapi_extra=body(api.ChatCompletionRequest))
 async def chat_completions(request: Request, caller: ApiCallerDep, state: StateDep) -> Response:
-    req = api.parse_request(api.ChatCompletionRequest, await read_json(request, state.config.max_body_bytes),
-                            api.REFUSED_CHAT)
-    _check_model(state, req.model)
+    req = await _read(request, state, api.ChatCompletionRequest, api.REFUSED_CHAT)
     constraint = await _json_mode(state, req.response_format)
     if req.stream_options is not None and req.stream_options.include_obfuscation:
         raise APIError(400, "stream_options.include_obfuscation is not supported: chunks carry no obfuscation",
@@ -137,9 +135,7 @@ async def chat_completions(request: Request, caller: ApiCallerDep, state: StateD
 @router.post("/completions", responses=streamed(api.Completion, api.Completion),
              openapi_extra=body(api.CompletionRequest))
 async def completions(request: Request, caller: ApiCallerDep, state: StateDep) -> Response:
-    req = api.parse_request(api.CompletionRequest, await read_json(request, state.config.max_body_bytes),
-                            api.REFUSED_COMPLETIONS)
-    _check_model(state, req.model)
+    req = await _read(request, state, api.CompletionRequest, api.REFUSED_COMPLETIONS)
     backend = state.backend
     top = req.logprobs or 0
     max_tokens = req.max_tokens if req.max_tokens is not None else min(16, state.config.max_new_tokens)
@@ -244,10 +240,14 @@ async def _json_mode(state: AppState, response_format: Any) -> Callable[[], Any]
     return lambda: state.backend.json_constraint(schema)
 
 
-def _check_model(state: AppState, name: str) -> None:
-    if name != state.config.model_name:
-        raise APIError(404, f"model '{name}' is not served here; available: {state.config.model_name}",
+async def _read(request: Request, state: AppState, model: type[api.R],
+                refused: dict[str, tuple[str, tuple[Any, ...]]]) -> api.R:
+    """The request body validated as ``model``, for the model this server serves (another name: 404)."""
+    req = api.parse_request(model, await read_json(request, state.config.max_body_bytes), refused)
+    if req.model != state.config.model_name:
+        raise APIError(404, f"model '{req.model}' is not served here; available: {state.config.model_name}",
                        param="model", code="model_not_found")
+    return req
 
 
 def _choice_params(state: AppState, req: api.SamplingFields, max_tokens: int | None, which: str,

@@ -61,7 +61,9 @@ class StreamOptions(Request):
 
 
 class SamplingFields(Request):
-    """The sampling fields both endpoints share."""
+    """The fields both endpoints share: the model and how to sample."""
+
+    model: str = Field(description="The served model's id (GET /v1/models); any other answers 404.")
 
     frequency_penalty: float = Field(0.0, ge=-2, le=2, description="OpenAI's formula: subtracted from a token's "
                                      "logit once per time it was already sampled in this reply.")
@@ -168,7 +170,6 @@ ResponseFormat = Annotated[ResponseFormatText | ResponseFormatJSONObject | Respo
 
 class ChatCompletionRequest(SamplingFields):
     messages: list[ChatMessage] = Field(min_length=1, description="The conversation, ending with a user message.")
-    model: str
     logprobs: bool = Field(False, description="Return the log-probability of each token of the reply.")
     top_logprobs: int = Field(0, ge=0, le=MAX_TOP_LOGPROBS, description="With logprobs: that many most likely "
                               "alternatives of each token.")
@@ -260,7 +261,6 @@ REFUSED_CHAT: dict[str, tuple[str, tuple[Any, ...]]] = {
 
 
 class CompletionRequest(SamplingFields):
-    model: str
     prompt: Annotated[str, Field(min_length=1)] | Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)] \
         | TokenIds | Annotated[list[TokenIds], Field(min_length=1)] = Field(
         description="A text, a list of texts, a list of token ids, or a list of those; each gets n choices.")
@@ -444,7 +444,7 @@ _BOUNDS = {"greater_than_equal": (">=", "ge"), "greater_than": (">", "gt"), "les
            "less_than": ("<", "lt")}
 
 
-R = TypeVar("R", bound=Request)
+R = TypeVar("R", bound=SamplingFields)
 
 
 def parse_request(model: type[R], data: dict[str, Any], refused: dict[str, tuple[str, tuple[Any, ...]]]) -> R:
