@@ -362,6 +362,14 @@ class ChoiceLogprobs(Response):
     refusal: list[TokenLogprob] | None = None
 
 
+class Envelope(Response):
+    """What every completion response and chunk carries around its choices."""
+
+    id: str
+    created: int
+    model: str
+
+
 class AssistantMessage(Response):
     role: Literal["assistant"] = "assistant"
     content: str
@@ -375,11 +383,8 @@ class ChatChoice(Response):
     finish_reason: Literal["stop", "length"]
 
 
-class ChatCompletion(Response):
-    id: str
+class ChatCompletion(Envelope):
     object: Literal["chat.completion"] = "chat.completion"
-    created: int
-    model: str
     choices: list[ChatChoice]
     usage: Usage
     service_tier: Literal["default"] = "default"
@@ -398,14 +403,11 @@ class ChunkChoice(Response):
     finish_reason: Literal["stop", "length"] | None = None
 
 
-class ChatCompletionChunk(Response):
+class ChatCompletionChunk(Envelope):
     """One server-sent event of a streamed chat completion (``data: {...}``; the stream ends with
     ``data: [DONE]``)."""
 
-    id: str
     object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
-    created: int
-    model: str
     choices: list[ChunkChoice]
     usage: Usage | None = None
 
@@ -424,13 +426,10 @@ class CompletionChoice(Response):
     finish_reason: Literal["stop", "length"] | None
 
 
-class Completion(Response):
+class Completion(Envelope):
     """Also each server-sent event of a streamed completion (with that event's text)."""
 
-    id: str
     object: Literal["text_completion"] = "text_completion"
-    created: int
-    model: str
     choices: list[CompletionChoice]
     usage: Usage | None = None
     system_fingerprint: str | None = None
