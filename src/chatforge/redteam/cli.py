@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from chatforge.redteam.attacks import FAMILIES, HELDOUT_FAMILIES
+from chatforge.redteam.attacks import FAMILIES, HELDOUT_FAMILIES, TRAIN_FAMILIES
 
 
 def default_judge_dir() -> Path:
@@ -56,7 +56,8 @@ def cmd_redteam(args: argparse.Namespace) -> int:
     models.set_threads(args.threads)
     # Everything that can be refused is checked before any model runs.
     try:
-        families = check_families([f.strip() for f in args.families.split(",") if f.strip()])
+        chosen = args.families or ",".join(TRAIN_FAMILIES if args.split == "train" else FAMILIES)
+        families = check_families([f.strip() for f in chosen.split(",") if f.strip()])
         if args.budget < 1:
             raise ValueError(f"--budget must be at least 1, got {args.budget}")
         goals = load_goals(args.goals, limit=args.limit_goals)
@@ -234,7 +235,8 @@ def register_cli(sub: Any) -> None:
     p.add_argument("--target", required=True, help="model name, checkpoint dir, .gguf, or run dir (RUN/chat)")
     p.add_argument("--goals", default="train", help="train, eval (HarmBench + Do-Not-Answer split) or a goal file "
                                                    "(.jsonl with \"text\", or one goal a line)")
-    p.add_argument("--families", default=",".join(FAMILIES), help=f"comma-separated, from: {', '.join(FAMILIES)}")
+    p.add_argument("--families", default=None, help=f"comma-separated, from: {', '.join(FAMILIES)} (default: all "
+                                                    "with templates in the chosen split)")
     p.add_argument("--split", choices=("train", "heldout"), default="train",
                    help="seed templates to use (held out whole: " + ", ".join(HELDOUT_FAMILIES) + ")")
     p.add_argument("--budget", type=int, default=64, help="attempts in all (default %(default)s)")

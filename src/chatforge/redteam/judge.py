@@ -263,7 +263,7 @@ def train_judge(examples: Sequence[JudgeExample], config: TrainConfig | None = N
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            total += float(loss) * len(idx)
+            total += float(loss.detach()) * len(idx)
         if epoch == 0 or (epoch + 1) % 10 == 0:
             log(f"epoch {epoch + 1}/{config.epochs}: loss {total / len(examples):.4f}")
     info = {"examples": counts, "config": vars(config), "trained_seconds": round(time.monotonic() - started, 1)}

@@ -189,7 +189,8 @@ def generate_replies(jobs: Sequence[Job], target: Target, cache: Path, *, seed: 
                      log: Callable[[str], None] = print) -> None:
     """Make every job's reply with `target` that the cache does not hold yet, a chunk at a time."""
     done = read_cache(cache)
-    todo = [j for j in jobs if j.id not in done]
+    # In an order set by each job's id, so that a build stopped early still holds every kind of job.
+    todo = sorted((j for j in jobs if j.id not in done), key=lambda j: hashlib.sha256(j.id.encode()).digest())
     cache.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     for start in range(0, len(todo), chunk):
