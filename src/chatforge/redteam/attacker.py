@@ -30,8 +30,8 @@ import torch
 
 from chatforge.generation import SamplingParams
 from chatforge.redteam.attacks import (
-    Attack,
     HELDOUT_FAMILIES,
+    Attack,
     AttackError,
     Template,
     TemplateSplit,
