@@ -4,7 +4,6 @@ running app into the store), phrase rules unchanged; and redteam/ stays independ
 from __future__ import annotations
 
 import ast
-import json
 from pathlib import Path
 
 import pytest
