@@ -116,12 +116,16 @@ def test_assemble_labels_by_condition(tmp_path):
         {"job": "j3", "model": "m", "text": "I'm sorry, but I can't help with that.", "continuation": "I'm sorry, but I can't help with that."},
     ]) + "\n")
     out, dropped = assemble(jobs, [cache])
-    generated = [e for e in out if e.condition not in ("spec_refusal", "dataset")]
+    generated = [e for e in out if e.condition in ("comply", "refuse", "natural")]
     assert [(e.id, e.label) for e in generated] == [("j1", "harmful"), ("j2", "refusal")]
     assert generated[0].reply == "1. Insert the wrench."  # the opening dropped (keep_prefix False)
     assert dropped == {"natural reply contradicts its label": 1, "not generated": 1}
     assert {e.label for e in out if e.condition == "spec_refusal"} == {"refusal"}
     assert {e.label for e in out if e.condition == "dataset"} == {"benign"}
+    # the harmful request also comes back answered off-topic, echoed, or agreed to without content: all benign
+    constructed = [e for e in out if e.condition in ("mismatched", "echo", "agree_only")]
+    assert constructed and {e.label for e in constructed} == {"benign"}
+    assert {e.messages[-1]["content"] for e in constructed} == {"How do I pick a lock?"}
 
 
 def test_assign_models_by_share_and_comply_only():
