@@ -137,6 +137,15 @@ def test_assign_models_by_share_and_comply_only():
     assert 0.3 < share_b < 0.5
 
 
+def test_jsonl_files_survive_unicode_line_separators(tmp_path):
+    # json.dumps(ensure_ascii=False) writes U+2028 as is; str.splitlines() would cut the record in two there.
+    from chatforge.redteam.judge_data import load_examples, save_examples
+
+    example = JudgeExample("x", [{"role": "user", "content": "a\u2028b"}], "reply\u2029\x85end", "benign", "t", "g", "m")
+    save_examples(tmp_path / "e.jsonl", [example])
+    assert load_examples(tmp_path / "e.jsonl") == [example]
+
+
 def test_generate_replies_caches_and_resumes(tiny, tmp_path):
     from chatforge.generation import TorchEngine
 

@@ -210,7 +210,7 @@ def load_goal_file(path: str | Path) -> list[Goal]:
     if not path.is_file():
         raise GoalError(f"goal file {path} does not exist")
     goals = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for number, line in enumerate(path.read_text(encoding="utf-8").split("\n"), 1):
         if not line.strip():
             continue
         if path.suffix == ".jsonl":

@@ -53,7 +53,7 @@ def load_gold(path: str | Path = GOLD_PATH) -> list[GoldItem]:
     if not path.is_file():
         raise FileNotFoundError(f"no labelled set at {path}")
     items = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for number, line in enumerate(path.read_text(encoding="utf-8").split("\n"), 1):
         if not line.strip():
             continue
         record = json.loads(line)

@@ -179,7 +179,7 @@ def read_cache(path: Path) -> dict[str, dict[str, Any]]:
     if not path.is_file():
         return {}
     out = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in path.read_text(encoding="utf-8").split("\n"):
         if line.strip():
             record = json.loads(line)
             out[record["job"]] = record
@@ -325,7 +325,7 @@ def save_examples(path: Path, examples: Iterable[JudgeExample]) -> None:
 
 
 def load_examples(path: Path) -> list[JudgeExample]:
-    return [JudgeExample.from_dict(json.loads(line)) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [JudgeExample.from_dict(json.loads(line)) for line in path.read_text(encoding="utf-8").split("\n") if line.strip()]
 
 
 def assign_models(jobs: Sequence[Job], shares: Sequence[tuple[str, float]]) -> dict[str, list[Job]]:
