@@ -115,5 +115,17 @@ def test_safety_judge_train_and_validate_commands(tmp_path, capsys):
     assert "3 labelled pairs" in printed and "safety judge: accuracy" in printed and "refusal-prefix heuristic" in printed
     [judged, heuristic] = json.loads(out.read_text())
     assert heuristic["accuracy"]["k"] == 3 and judged["n"] == 3
-    assert main(["safety-judge", "train", "--out", str(judge)]) == 2
-    assert "give --cache" in capsys.readouterr().err
+    assert main(["safety-judge", "train", "--examples", str(tmp_path / "none.jsonl"), "--out", str(judge)]) == 2
+    assert "no training examples at" in capsys.readouterr().err
+
+
+def test_packaged_judge_examples_cover_every_label_and_only_train_goals():
+    from chatforge.redteam.goals import harmful_goals
+    from chatforge.redteam.judge_data import PACKAGED_EXAMPLES, load_examples
+
+    examples = load_examples(PACKAGED_EXAMPLES)
+    assert {e.label for e in examples} == {"harmful", "refusal", "benign"} and len(examples) > 1000
+    eval_goals = {g.id for g in harmful_goals("eval")}
+    eval_texts = {g.text for g in harmful_goals("eval")}
+    assert not {e.goal_id for e in examples} & eval_goals
+    assert not any(e.messages[-1]["content"] in eval_texts for e in examples)

@@ -184,12 +184,21 @@ def _slug(name: str) -> str:
 
 def cmd_judge_train(args: argparse.Namespace) -> int:
     from chatforge.redteam.judge import JudgeError, TrainConfig, train_judge
-    from chatforge.redteam.judge_data import assemble, load_examples, plan_jobs, save_examples
+    from chatforge.redteam.judge_data import (
+        PACKAGED_EXAMPLES,
+        assemble,
+        load_examples,
+        plan_jobs,
+        save_examples,
+    )
 
-    if args.examples:
-        examples = load_examples(Path(args.examples))
-    elif not args.cache:
-        return _fail("safety-judge train", "give --cache (the directory `build` wrote) or --examples")
+    if args.examples or not args.cache:
+        path = Path(args.examples) if args.examples else PACKAGED_EXAMPLES
+        if not path.is_file():
+            return _fail("safety-judge train", f"no training examples at {path}; give --cache (the directory "
+                                               "`build` wrote) or --examples")
+        examples = load_examples(path)
+        print(f"{len(examples)} examples from {path}")
     else:
         caches = sorted(Path(args.cache).glob("replies.*.jsonl"))
         if not caches:
@@ -265,7 +274,8 @@ def register_cli(sub: Any) -> None:
     q.set_defaults(func=cmd_judge_build)
     q = judge_sub.add_parser("train", help="train the judge's head on the built data")
     q.add_argument("--cache", default=None, help="the directory `build` wrote")
-    q.add_argument("--examples", default=None, help="instead of --cache: assembled examples JSONL")
+    q.add_argument("--examples", default=None, help="instead of --cache: assembled examples (.jsonl or .jsonl.gz); "
+                                                    "default: the packaged ones")
     q.add_argument("--out", default=None, help="judge directory (default: CHATFORGE_HOME/judges/safety)")
     q.add_argument("--epochs", type=int, default=40)
     q.add_argument("--seed", type=int, default=0)

@@ -24,6 +24,7 @@ cache already holds, so an interrupted build resumes.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import random
@@ -317,15 +318,24 @@ def benign_to_harmful(jobs: Sequence[Job], examples: Sequence[JudgeExample], rng
     return out
 
 
+# The examples the shipped judge was trained on (assembled from 976 SmolLM2-135M-Instruct replies, the spec's
+# refusals, the datasets' replies and the constructed benign ones), so that training needs no generation.
+PACKAGED_EXAMPLES = Path(__file__).parent / "data" / "judge_examples.jsonl.gz"
+
+
 def save_examples(path: Path, examples: Iterable[JudgeExample]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
-        for example in examples:
-            f.write(json.dumps(example.to_dict(), ensure_ascii=False) + "\n")
+    text = "".join(json.dumps(example.to_dict(), ensure_ascii=False) + "\n" for example in examples)
+    if path.suffix == ".gz":
+        path.write_bytes(gzip.compress(text.encode("utf-8"), mtime=0))
+    else:
+        path.write_text(text, encoding="utf-8")
 
 
 def load_examples(path: Path) -> list[JudgeExample]:
-    return [JudgeExample.from_dict(json.loads(line)) for line in path.read_text(encoding="utf-8").split("\n") if line.strip()]
+    raw = path.read_bytes()
+    text = (gzip.decompress(raw) if path.suffix == ".gz" else raw).decode("utf-8")
+    return [JudgeExample.from_dict(json.loads(line)) for line in text.split("\n") if line.strip()]
 
 
 def assign_models(jobs: Sequence[Job], shares: Sequence[tuple[str, float]]) -> dict[str, list[Job]]:
