@@ -79,10 +79,16 @@ def test_plan_uses_train_split_goals_and_templates_only():
 
 
 def test_harm_split_is_the_behaviour_data_split():
-    from chatforge.data.behaviours import split_of
+    import hashlib
+
+    from chatforge.data.behaviours import harm_split
 
     for goal in goal_data.harmful_goals("all"):
-        assert goal.split == split_of("refusal", goal.id.split(":", 1)[1], 0.2)
+        origin_id = goal.id.split(":", 1)[1]
+        assert goal.split == harm_split(origin_id)
+        # the hash itself, pinned: a change to the split must be deliberate
+        point = int.from_bytes(hashlib.sha256(f"refusal\x1f{origin_id}".encode()).digest()[:8], "big") / 2**64
+        assert goal.split == ("eval" if point < 0.2 else "train")
     assert goal_data.harmful_goals("eval") and not {g.id for g in goal_data.harmful_goals("eval")} & {
         g.id for g in goal_data.harmful_goals("train")}
 

