@@ -198,11 +198,9 @@ def test_evaluate_on_the_tiny_model(tiny, prompts):
 
 
 def _parser():
-    parser = argparse.ArgumentParser(prog="chatforge")
-    sub = parser.add_subparsers(dest="command")
-    sub.add_parser("eval").add_subparsers(dest="evaluation", required=True)
-    register_cli(sub)
-    return parser
+    from chatforge.cli import build_parser
+
+    return build_parser()
 
 
 def test_cli_runs_the_guard_and_rescores(capsys, tmp_path, prompts):

@@ -3,14 +3,12 @@ value, the report, and an end-to-end run on the tiny model."""
 
 from __future__ import annotations
 
-import argparse
 import json
 
 import pytest
 
 from chatforge.data.mtbench import data_dir, mtbench_questions
 from chatforge.evaluate import mtbench
-from chatforge.evaluate.cli import register_cli
 from chatforge.evaluate.mtbench import chrf, final_number, grade, number_matches, remainder
 from chatforge.generation import TorchEngine
 
@@ -183,10 +181,9 @@ def test_evaluate_on_the_tiny_model(tiny, questions, capsys):
 def test_cli_mtbench_rescore(tmp_path, capsys, questions):
     report = mtbench.MTBenchReport("m", 8, [mtbench.score(questions[111], "The area is 3.")])
     report.write_json(tmp_path / "m.json")
-    parser = argparse.ArgumentParser(prog="chatforge")
-    sub = parser.add_subparsers(dest="command")
-    sub.add_parser("eval").add_subparsers(dest="evaluation", required=True)
-    register_cli(sub)
+    from chatforge.cli import build_parser
+
+    parser = build_parser()
     args = parser.parse_args(["eval", "mtbench", "--rescore", str(tmp_path / "m.json"), "--show", "1"])
     assert args.func(args) == 0
     out = capsys.readouterr().out
