@@ -21,6 +21,7 @@ STAGE_MODULES = (
     "chatforge.train.ppo",
     "chatforge.train.dpo",
     "chatforge.serve",
+    "chatforge.gguf_export",
 )
 
 
