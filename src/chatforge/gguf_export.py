@@ -379,8 +379,9 @@ def quantize(source: Path, target: Path, quant: str, *, threads: int | None = No
     """llama.cpp's quantizer (``llama_model_quantize``), float16 GGUF -> ``quant``."""
     import ctypes
 
-    import llama_cpp
+    from chatforge.llamacpp import init_llama_cpp
 
+    llama_cpp = init_llama_cpp()
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = QUANTS[quant]
     params.nthread = threads or 0  # 0: llama.cpp uses every core
