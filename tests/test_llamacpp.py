@@ -137,7 +137,11 @@ def test_engine_batched_logits_are_the_checkpoints(tiny, tiny_files):
                 want = model(torch.tensor([[*prompt, int(nxt[row])]])).logits[0, -2:]
             assert (first[row] - want[0]).abs().max() < 0.05
             assert (second[row] - want[1]).abs().max() < 0.05
-        forward.select(torch.tensor([1]))  # a finished row gives its sequence and cache cells back
+        forward.select(torch.tensor([1, 1, 2]))  # row 0 finished; row 1 answered twice (n=2 shares its prompt)
+        assert len(set(forward.seqs)) == 3 and sorted(engine.llama.seq_lengths) == sorted(forward.seqs)
+        again = forward.decode(torch.stack([nxt[1], nxt[1], nxt[2]]), positions[[1, 1, 2], -1:] + 2)
+        assert torch.allclose(again[0], again[1]) and not torch.allclose(again[0], again[2])
+        forward.select(torch.tensor([2]))  # finished rows give their sequences and cache cells back
         assert sorted(engine.llama.seq_lengths) == [forward.seqs[0]]
         del forward
         assert engine.llama.seq_lengths == {}  # and so does a dropped batch
@@ -239,3 +243,20 @@ def test_smollm2_chat_completion_in_llama_cpp_uses_the_template(smol_files):
     ours = chatforge_greedy(model, tokenizer, chat.encode_prompt(tokenizer, messages), 16)
     text = reply["choices"][0]["message"]["content"]
     assert text.strip() == tokenizer.decode(ours, skip_special_tokens=True).strip()
+
+
+@pytest.mark.smoke
+def test_gemma3_exports_tokenizes_and_answers_as_chatforge_does(tmp_path):
+    """Gemma 3: SentencePiece-style vocabulary with scores from the merge order, ``1 + w`` norms, sliding-window
+    layers. llama.cpp must cut text into chatforge's tokens (runs of spaces, tabs, accents, CJK, emoji, digits,
+    control tokens) and continue a prompt greedily as chatforge does (float16: 16 of 16 tokens, measured)."""
+    model, tokenizer = models.load_model("gemma-3-270m")
+    path = export_gguf("gemma-3-270m", tmp_path / "gemma.gguf", quant="f16").gguf
+    llm = llama(path)
+    for text in ["Hello world", "  two  spaces and\ttabs\n\nnewlines", "naïve café 東京 🚀 1234567 3.14",
+                 "<start_of_turn>user\nHi<end_of_turn>\n", "    indented code():\n        return x**2"]:
+        assert llm.tokenize(text.encode(), add_bos=False, special=True) == tokenizer.encode(text, add_special_tokens=False)
+    prompt = chat.encode_prompt(tokenizer, [{"role": "user", "content": "The capital of France is"}])
+    assert prompt[0] == tokenizer.bos_token_id
+    ours = chatforge_greedy(model, tokenizer, prompt, 16)
+    assert llama_cpp_greedy(llm, prompt, 16)[: len(ours)] == ours

@@ -124,6 +124,13 @@ class LlamaCppModel:
         self.seq_lengths[seq] = 0
         return seq
 
+    def copy_sequence(self, seq: int) -> int:
+        with self.lock:
+            copy = self.take_sequence()
+            self.lc.llama_memory_seq_cp(self.memory, seq, copy, -1, -1)
+            self.seq_lengths[copy] = self.seq_lengths[seq]
+            return copy
+
     def release(self, seqs: Sequence[int]) -> None:
         with self.lock:
             for seq in seqs:
@@ -209,9 +216,19 @@ class _LlamaCppForward:
         return live < rows  # dropping a sequence costs nothing, and it frees its cache cells
 
     def select(self, kept: torch.Tensor) -> None:
-        keep = set(kept.tolist())
-        gone = [seq for i, seq in enumerate(self.seqs) if i not in keep]
-        self.seqs[:] = [seq for i, seq in enumerate(self.seqs) if i in keep]
+        """Keep these rows, in this order; a row named twice (several replies to one prompt) gets a copy of the
+        sequence, which in llama.cpp's cache shares the cells already written."""
+        rows = kept.tolist()
+        seqs: list[int] = []
+        taken: set[int] = set()
+        for row in rows:
+            seq = self.seqs[row]
+            if seq in taken:
+                seq = self.model.copy_sequence(seq)
+            taken.add(self.seqs[row])
+            seqs.append(seq)
+        gone = [seq for i, seq in enumerate(self.seqs) if i not in set(rows)]
+        self.seqs[:] = seqs
         self.model.release(gone)
 
     def trim(self) -> None:
