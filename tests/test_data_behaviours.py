@@ -30,6 +30,7 @@ def test_spec_is_consistent():
         "refusal",
         "over_refusal_guard",
         "admit_unknown",
+        "answer_known",
     )
     for behaviour in spec.BEHAVIOURS:
         assert behaviour.when and behaviour.good and behaviour.bad and behaviour.scenarios
@@ -41,32 +42,36 @@ def test_spec_is_consistent():
                 assert not scenario.prompts  # dataset-driven: scenarios only supply answers
                 continue
             assert scenario.prompts, (behaviour.name, scenario.key)
-            # every slot a prompt uses has values, and an answer uses only slots that every prompt fills
+            # every slot a prompt uses has values, and an answer uses only slots that every prompt fills (or, with
+            # cases, that every case fills)
             shared = set.intersection(*(set(template_slots(p)) for p in scenario.prompts))
+            if scenario.cases:
+                shared = set.intersection(*(set(case) for case in scenario.cases))
             for prompt in scenario.prompts:
-                assert set(template_slots(prompt)) <= set(scenario.slots), (scenario.key, prompt)
+                assert set(template_slots(prompt)) <= (shared if scenario.cases else set(scenario.slots)), (scenario.key, prompt)
             for answer in scenario.answers:
                 assert set(template_slots(answer)) <= shared, (scenario.key, answer)
-    # the spec's own answers show the markers a rater will look for, and none of the failure markers
+    # the spec's own answers never say what its bad answers say
     for behaviour in spec.BEHAVIOURS:
         for scenario in behaviour.scenarios:
             for answer in scenario.answers:
-                text = answer.lower()
-                assert not behaviour.markers or any(m in text for m in behaviour.markers), answer
-                assert not any(m in text for m in behaviour.anti_markers), answer
+                assert not any(m in answer.lower() for m in behaviour.anti_markers), answer
     assert spec.behaviour("refusal") is spec.REFUSAL
     with pytest.raises(KeyError, match="known: identity"):
         spec.behaviour("nope")
 
 
-def test_every_category_is_present_in_both_splits(examples):
+def test_spec_scenarios_are_all_training_data_and_only_dataset_requests_are_held_out(examples):
     counts = Counter((e.behaviour, e.split) for e in examples)
     for category in spec.CATEGORIES:
         if category == "refusal" and not HAVE_HARMBENCH:
             continue
         assert counts[(category, "train")] >= 50, category
-        assert counts[(category, "eval")] >= 10, category
         assert counts[(category, "train")] + counts[(category, "eval")] <= 200
+        if category != "refusal":  # the evaluation writes its own scenarios for these
+            assert counts[(category, "eval")] == 0, category
+    if HAVE_HARMBENCH:
+        assert counts[("refusal", "eval")] >= 10
 
 
 def test_no_two_examples_alike_and_meta_records_category():
@@ -86,7 +91,10 @@ def test_held_out_split_is_disjoint_and_deterministic():
     train = Behaviours("train").load()
     held_out = Behaviours("eval").load()
     assert {c.meta["split"] for c in train} == {"train"} and {c.meta["split"] for c in held_out} == {"eval"}
-    # split by template: no core prompt (and so no prompt) appears on both sides
+    # split by the dataset's id: no harmful request (and so no prompt) appears on both sides
+    assert all(c.meta["category"] == "refusal" for c in held_out)
+    ids = [c.meta.get("harmbench_id") or c.meta.get("donotanswer_id") for c in held_out]
+    assert all(ids) and not set(ids) & {c.meta.get("harmbench_id") or c.meta.get("donotanswer_id") for c in train}
     assert not {c.meta["core_prompt"] for c in train} & {c.meta["core_prompt"] for c in held_out}
     assert not {c.id for c in train} & {c.id for c in held_out}
     assert [c.id for c in Behaviours("eval").load()] == [c.id for c in held_out]

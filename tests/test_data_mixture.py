@@ -53,13 +53,14 @@ def test_parse_mix():
         "x.parquet",
         "hf:org/set",
     ]
+    assert [(e.name, e.weight) for e in parse_mix("sharegpt")] == [("sharegpt", 1.0)]  # one bare name: that source alone
 
 
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
         ("", "the mix spec is empty"),
-        ("sharegpt", r"'sharegpt' is not name=weight"),
+        ("sharegpt,chitchat", r"'sharegpt' is not name=weight"),
         ("=0.5", r"'=0.5' is not name=weight"),
         ("sharegpt=lots", r"the weight of 'sharegpt' is not a number: 'lots'"),
         ("sharegpt=-1", r"the weight of 'sharegpt' must be a positive number, not -1"),

@@ -9,21 +9,23 @@ import pytest
 from chatforge import cli
 from chatforge.chat import Message
 from chatforge.data.comparisons import Response, load_comparisons
-from chatforge.generation import SamplingParams, TorchEngine
-from chatforge.raters.simulated import (
+from chatforge.data.tasks import (
     REFERENCE_MODEL,
-    FeatureCache,
     RatingError,
     RatingTask,
-    SimulatedRater,
-    calibrate_noise,
     load_tasks,
-    make_panel,
-    panel_agreement,
-    rate_tasks,
     save_tasks,
     with_reference,
     without_reference,
+)
+from chatforge.generation import SamplingParams, TorchEngine
+from chatforge.raters.simulated import (
+    FeatureCache,
+    SimulatedRater,
+    calibrate_noise,
+    make_panel,
+    panel_agreement,
+    rate_tasks,
 )
 from chatforge.sampling import PromptItem, load_prompts, sample_tasks
 

@@ -21,6 +21,7 @@ STAGE_MODULES = (
     "chatforge.train.ppo",
     "chatforge.train.dpo",
     "chatforge.serve",
+    "chatforge.evaluate.cli",
     "chatforge.gguf_export",
 )
 
@@ -101,45 +102,13 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_eval_behaviours(args: argparse.Namespace) -> int:
-    quiet_transformers()
-    from chatforge import models
-    from chatforge.evaluate.behaviour import evaluate_behaviours, heldout_prompts
-    from chatforge.generation import TorchEngine
-
-    models.set_threads(args.threads)
-    if args.rejudge:
-        from chatforge.evaluate.behaviour import rejudge
-
-        report = rejudge(args.rejudge)
-    else:
-        try:
-            model, tokenizer = models.load_model(args.model, dtype=models.inference_dtype(args.dtype))
-        except (models.ModelNotFoundError, ValueError) as err:
-            print(f"chatforge eval behaviours: {err}", file=sys.stderr)
-            return 2
-        prompts = heldout_prompts(args.per_category, seed=args.seed)
-        report = evaluate_behaviours(
-            TorchEngine(model, tokenizer), prompts, model_name=args.model, max_new_tokens=args.max_new_tokens
-        )
-    print(report.format())
-    if args.show:
-        for result in report.results[: args.show]:
-            mark = "PASS" if result.passed else "FAIL"
-            print(f"\n[{mark} {result.category}: {result.reason}]\n> {result.prompt}\n{result.reply}")
-    if args.json:
-        report.write_json(args.json)
-        print(f"written to {args.json}")
-    return 0
-
-
 def cmd_sample(args: argparse.Namespace) -> int:
     quiet_transformers()
     import itertools
 
     from chatforge import models
+    from chatforge.data.tasks import save_tasks, with_reference
     from chatforge.generation import SamplingParams, TorchEngine
-    from chatforge.raters.simulated import save_tasks, with_reference
     from chatforge.sampling import SamplingReport, load_prompts, resolve_policy, sample_tasks
 
     models.set_threads(args.threads)
@@ -176,7 +145,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
 def cmd_rate(args: argparse.Namespace) -> int:
     quiet_transformers()
     from chatforge.data.comparisons import save_comparisons
-    from chatforge.raters.simulated import RatingError, calibrated_panel, load_tasks, rate_tasks
+    from chatforge.data.tasks import RatingError, load_tasks
+    from chatforge.raters.simulated import calibrated_panel, rate_tasks
 
     try:
         tasks = load_tasks(args.tasks)
@@ -203,9 +173,12 @@ QUICK = {
     "comparisons.n": 16,
     "reward.epochs": 1,
     "ppo.steps": 4,
-    "evaluation.behaviours_per_category": 3,
-    "evaluation.winrate_prompts": 12,
+    "evaluation.per_category": 6,
+    "evaluation.general": 12,
+    "evaluation.dev_per_category": 3,
+    "evaluation.checkpoints": 1,
     "evaluation.max_new_tokens": 64,
+    "evaluation.guards": False,
 }
 
 
@@ -302,19 +275,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--every-rater", action="store_true", help="every rater ranks every task (default: take turns)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_rate)
-
-    p = sub.add_parser("eval", help="evaluate a model")
-    eval_sub = p.add_subparsers(dest="evaluation", metavar="EVALUATION", required=True)
-    p = eval_sub.add_parser("behaviours", help="pass rates on held-out behaviour prompts (identity, refusal, ...)")
-    p.add_argument("--model", default=DEFAULT_CHAT_MODEL, help="packaged name, checkpoint dir, .gguf file or hub id")
-    p.add_argument("--per-category", type=int, default=20, help="held-out prompts per category (default %(default)s)")
-    p.add_argument("--max-new-tokens", type=int, default=128)
-    p.add_argument("--seed", type=int, default=0, help="seed of the behaviour data (its held-out split)")
-    p.add_argument("--show", type=int, default=0, help="print this many prompts with replies and verdicts")
-    p.add_argument("--json", default=None, help="write every prompt, reply and verdict here")
-    p.add_argument("--rejudge", default=None, metavar="JSON", help="judge the replies of an earlier --json again")
-    add_runtime_args(p)
-    p.set_defaults(func=cmd_eval_behaviours)
 
     for module_name in STAGE_MODULES:
         try:

@@ -56,7 +56,7 @@ class SFTSection(_Section):
 
 
 class ComparisonsSection(_Section):
-    prompts: str = "behaviours"
+    prompts: str = Field("behaviours=0.7,sharegpt=0.3", description="prompt sources to sample from, mixed by weight")
     n: int = Field(48, ge=1, description="prompts per round")
     k: int = Field(4, description="responses per prompt (InstructGPT: 4 to 9)")
     max_new_tokens: int = Field(64, ge=1)
@@ -82,7 +82,6 @@ class RatersSection(_Section):
     size: int = Field(3, ge=1)
     agreement: float | None = Field(0.73, gt=0.5, le=1.0, description="tune noise to this agreement; null: use noise")
     noise: float = Field(0.5, ge=0)
-    heldout_seed: int = 1000  # the rater that judges PPO vs SFT, never used for training data
 
 
 class RewardSection(_Section):
@@ -91,15 +90,23 @@ class RewardSection(_Section):
     batch_prompts: int = Field(4, ge=1)
     lora: bool = False
     max_seq_len: int = Field(384, ge=16)
+    heldout_fraction: float = Field(0.2, gt=0, lt=1, description="share of prompts held out to measure accuracy")
+
+
+class PolicySection(_Section):
+    algorithm: Literal["ppo", "dpo", "best_of_n"] = Field(
+        "ppo", description="what trains the policy each round: PPO against the reward model (InstructGPT), DPO on the "
+        "round's rankings, or best-of-n sampling with the reward model and fine-tuning on the winners"
+    )
 
 
 class PPOSection(_Section):
     steps: int = Field(10, ge=1)
-    prompts: str = "behaviours"
+    prompts: str = Field("behaviours=0.7,sharegpt=0.3", description="prompt sources for rollouts, mixed by weight")
     batch_prompts: int = Field(8, ge=1)
     max_new_tokens: int = Field(64, ge=1)
-    kl_coef: float = Field(0.05, description="per-token KL penalty to the SFT policy")
-    target_kl: float | None = Field(None, gt=0, description="adaptive KL: aim for this KL; null: fixed kl_coef")
+    kl_coef: float = Field(0.05, description="per-token KL penalty to the round's starting policy")
+    adaptive_kl_target: float | None = Field(None, gt=0, description="adaptive KL: aim for this KL; null: fixed kl_coef")
     learning_rate: float = Field(1e-6, gt=0)
     epochs: int = Field(2, ge=1, description="PPO epochs over each rollout batch")
     ptx_coef: float = Field(0.0, ge=0, description="PPO-ptx: weight of the SFT loss mixed into PPO")
@@ -110,14 +117,32 @@ class PPOSection(_Section):
     @classmethod
     def _kl_non_negative(cls, value: float) -> float:
         if value < 0:
-            raise ValueError(f"kl_coef must be >= 0 (it penalises moving away from the SFT policy), got {value}")
+            raise ValueError(f"kl_coef must be >= 0 (it penalises moving away from the reference policy), got {value}")
         return value
 
 
+class DPOSection(_Section):
+    beta: float = Field(0.1, gt=0)
+    learning_rate: float = Field(5e-7, gt=0)
+    epochs: int = Field(1, ge=1)
+    batch_pairs: int = Field(8, ge=1)
+
+
+class BestOfNSection(_Section):
+    n: int = Field(8, ge=2, description="samples per prompt; the reward model keeps the best")
+    prompts: int = Field(96, ge=1, description="prompts per round (from ppo.prompts' mix)")
+    max_new_tokens: int = Field(64, ge=1)
+    learning_rate: float = Field(2e-5, gt=0)
+    epochs: int = Field(1, ge=1)
+
+
 class EvaluationSection(_Section):
-    behaviours_per_category: int = Field(6, ge=1)
-    winrate_prompts: int = Field(32, ge=1)
-    max_new_tokens: int = Field(96, ge=1)
+    per_category: int = Field(40, ge=1, description="test prompts per behaviour category at most (seeded sample)")
+    general: int = Field(120, ge=0, description="held-out ShareGPT requests in the win rate (the alignment tax)")
+    dev_per_category: int = Field(8, ge=1, description="dev prompts per category for choosing checkpoints")
+    checkpoints: int = Field(3, ge=1, description="checkpoints per round compared on dev prompts (the best is kept)")
+    max_new_tokens: int = Field(128, ge=1)
+    guards: bool = Field(True, description="instruction following (IFEval-style) and MT-Bench, on SFT and the final policy")
 
 
 class Recipe(_Section):
@@ -135,7 +160,10 @@ class Recipe(_Section):
     comparisons: ComparisonsSection = Field(default_factory=ComparisonsSection)
     raters: RatersSection = Field(default_factory=RatersSection)
     reward: RewardSection = Field(default_factory=RewardSection)
+    policy: PolicySection = Field(default_factory=PolicySection)
     ppo: PPOSection = Field(default_factory=PPOSection)
+    dpo: DPOSection = Field(default_factory=DPOSection)
+    best_of_n: BestOfNSection = Field(default_factory=BestOfNSection)
     evaluation: EvaluationSection = Field(default_factory=EvaluationSection)
 
     @property
@@ -157,11 +185,24 @@ def _known_keys(model: type[BaseModel], path: tuple[Any, ...]) -> list[str]:
     return list(current.model_fields)
 
 
+# Keys that were renamed or removed: a recipe using one is told exactly what to write instead.
+RENAMED = {
+    "ppo.target_kl": "did you mean 'ppo.adaptive_kl_target'? (renamed: it sets the KL that adaptive control aims for)",
+    "raters.heldout_seed": "removed: the win rate is judged by the evaluation's own pairwise judge, not by another "
+    "seed of the training raters; delete the key",
+    "evaluation.behaviours_per_category": "did you mean 'evaluation.per_category'? (renamed)",
+    "evaluation.winrate_prompts": "removed: the win rate uses every evaluation prompt (evaluation.per_category and "
+    "evaluation.general set how many); delete the key",
+}
+
+
 def _explain(err: ValidationError, source: str) -> RecipeError:
     lines = []
     for problem in err.errors():
         location = ".".join(str(p) for p in problem["loc"])
-        if problem["type"] == "extra_forbidden":
+        if problem["type"] == "extra_forbidden" and location in RENAMED:
+            lines.append(f"unknown key '{location}': {RENAMED[location]}")
+        elif problem["type"] == "extra_forbidden":
             key = str(problem["loc"][-1])
             known = _known_keys(Recipe, problem["loc"][:-1])
             close = difflib.get_close_matches(key, known, n=1)
@@ -211,11 +252,17 @@ def check_resources(recipe: Recipe) -> None:
             parse_mix(recipe.sft.mix)
         except MixSpecError as err:
             problems.append(f"'sft.mix': {err}")
-    for key, source in (("comparisons.prompts", recipe.comparisons.prompts), ("ppo.prompts", recipe.ppo.prompts)):
-        if source in ("behaviours", "behaviours-eval", "mtbench", "sharegpt", "chitchat"):
+    for key, mix in (("comparisons.prompts", recipe.comparisons.prompts), ("ppo.prompts", recipe.ppo.prompts)):
+        try:
+            entries = parse_mix(mix)
+        except MixSpecError as err:
+            problems.append(f"'{key}': {err}")
             continue
-        if not Path(source).is_file():
-            problems.append(f"'{key}': no prompt source or file called {source!r}")
+        for entry in entries:
+            if entry.name == "mtbench":
+                problems.append(f"'{key}': MT-Bench is evaluation data and cannot be a training prompt source")
+            elif entry.name not in ("behaviours", "sharegpt", "chitchat") and not Path(entry.name).is_file():
+                problems.append(f"'{key}': no prompt source or file called {entry.name!r}")
     if not problems:
         limit = _context_length(recipe.base)
         for key, length in (

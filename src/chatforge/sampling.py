@@ -5,8 +5,8 @@ sampling temperature, and a rater (a person in the UI, or the simulated panel) r
 answers carry no preference, so duplicates are re-drawn a few times and a prompt with fewer than two distinct
 answers is skipped (and counted).
 
-Prompt sources are the SFT data sources by name (`behaviours`, `behaviours-eval`, `sharegpt`, `chitchat`,
-`mtbench`) or a JSONL file of conversations. Where a source has a reference answer it travels with the task (the
+Prompt sources are the SFT data sources by name (`behaviours`, `sharegpt`, `chitchat`), a JSONL file of
+conversations, or a mix of them (`load_prompt_mix`: `behaviours=0.7,sharegpt=0.3`). Where a source has a reference answer it travels with the task (the
 behaviour demonstration, ShareGPT's original ChatGPT answer, MT-Bench's reference) for the raters to compare with.
 """
 
@@ -20,8 +20,8 @@ from pathlib import Path
 
 from chatforge.chat import Conversation, Message
 from chatforge.data.comparisons import Response
+from chatforge.data.tasks import RatingTask
 from chatforge.generation import SamplingParams, TorchEngine
-from chatforge.raters.simulated import RatingTask
 
 
 @dataclass(frozen=True)
@@ -48,18 +48,15 @@ def prompts_from_conversations(conversations: Iterable[Conversation]) -> Iterato
 
 
 def load_prompts(source: str, *, seed: int = 0) -> list[PromptItem]:
-    """Prompts from a named source or a JSONL file (see the module docstring)."""
+    """Prompts from a named training source or a JSONL file (see the module docstring). Evaluation data (MT-Bench,
+    the held-out harmful requests, held-out ShareGPT) is not a source here: prompts sampled for rating and RL are
+    training data."""
     if source == "mtbench":
-        from chatforge.data.mtbench import mtbench_questions
-
-        return [
-            PromptItem(f"mtbench-{q.question_id}", (Message("user", q.turns[0]),), q.category, q.reference[0] if q.reference else None, "mtbench")
-            for q in mtbench_questions()
-        ]
-    if source in ("behaviours", "behaviours-eval"):
+        raise ValueError("MT-Bench is evaluation data (chatforge eval); it is not used for rating or RL prompts")
+    if source == "behaviours":
         from chatforge.data.behaviours import Behaviours
 
-        return list(prompts_from_conversations(Behaviours("eval" if source.endswith("eval") else "train", seed=seed)))
+        return list(prompts_from_conversations(Behaviours("train", seed=seed)))
     path = Path(source)
     if path.suffix in (".jsonl", ".json") or path.exists():
         from chatforge.data.files import FileSource
@@ -70,6 +67,40 @@ def load_prompts(source: str, *, seed: int = 0) -> list[PromptItem]:
     from chatforge.data.mixture import make_source
 
     return list(prompts_from_conversations(make_source(source, seed=seed)))
+
+
+# Ordinary requests for rating and RL are single requests of moderate length: long multi-turn contexts cost the
+# most compute and teach the least about how to answer.
+MAX_PROMPT_CHARS = 800
+
+
+def load_prompt_mix(spec: str, n: int, *, seed: int = 0) -> list[PromptItem]:
+    """`n` prompts drawn from a mix of sources written like the SFT mixture (`behaviours=0.7,sharegpt=0.3`), in
+    proportion to the weights, shuffled together (seeded). A source without enough prompts gives all it has."""
+    from chatforge.data.filters import looks_english
+    from chatforge.data.mixture import allocate, parse_mix
+
+    entries = parse_mix(spec)
+    total = sum(e.weight for e in entries)
+    rng = random.Random(seed)
+    chosen: list[PromptItem] = []
+    for entry, count in zip(entries, allocate(n, [e.weight / total for e in entries]), strict=True):
+        if entry.name == "behaviours":
+            items = load_prompts(entry.name, seed=seed)
+        else:  # ordinary requests: the first turn of a conversation, in English, its reply the reference
+            from chatforge.data.mixture import make_source
+
+            firsts = (
+                Conversation(c.messages[:2], id=c.id, source=c.source, meta=c.meta)
+                for c in make_source(entry.name, seed=seed)
+                if len(c.messages) >= 2 and c.messages[0].role == "user" and c.messages[1].role == "assistant"
+                and len(c.messages[0].content) <= MAX_PROMPT_CHARS and looks_english(c.messages[0].content)
+            )
+            items = list({i.context[0].content: i for i in prompts_from_conversations(firsts)}.values())
+        rng.shuffle(items)
+        chosen += items[:count]
+    rng.shuffle(chosen)
+    return chosen
 
 
 @dataclass

@@ -9,9 +9,11 @@ everywhere. No two
 examples share a prompt. `per_category` bounds each behaviour's count so that, say, refusals do not outnumber
 the over-refusal guard that balances them.
 
-The held-out split is deterministic and by template, not by example: all phrasings of one prompt template (or
-one HarmBench behaviour) land on the same side, chosen by a hash of it. The eval split therefore tests phrasings
-the model never saw in training, not paraphrases of them.
+Every spec scenario is training data: the evaluation writes its own scenarios (`chatforge.evaluate`), so the model
+is tested on kinds of request it never saw, not on rephrasings of them. The harmful requests from datasets are
+split by the dataset's own id (HarmBench's BehaviorID, Do-Not-Answer's line): a hash puts a fixed `HARM_EVAL_FRACTION`
+of them in "eval", the same on every machine, and those are never training data of any kind (SFT, comparisons, RL
+prompts, red-team goals); the evaluation reads them from here.
 """
 
 from __future__ import annotations
@@ -65,7 +67,7 @@ class CorePrompt:
     scenario: str
     text: str
     answers: tuple[str, ...]
-    split_key: str  # what decides the split: the unfilled template, or the dataset's id for the prompt
+    split: Split  # "eval" only for dataset prompts in the evaluation's share (see harm_split)
     meta: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -174,29 +176,40 @@ def template_slots(template: str) -> list[str]:
     return [name for _, name, _, _ in string.Formatter().parse(template) if name]
 
 
+def _fillings(scenario: spec.Scenario, template: str) -> list[dict[str, str]]:
+    """The slot values a prompt template is filled with: every case of the scenario, or every combination of
+    the values of the slots the template uses."""
+    if scenario.cases:
+        return [dict(case) for case in scenario.cases]
+    names = template_slots(template)
+    return [dict(zip(names, values, strict=True)) for values in itertools.product(*(scenario.slots[n] for n in names))]
+
+
 def core_prompts(behaviour: spec.Behaviour, harm_prompts: Sequence[HarmPrompt] = ()) -> list[CorePrompt]:
     """Every filled prompt template of a behaviour, then (for refusal) every dataset prompt."""
     cores = []
     for scenario in behaviour.scenarios:
         for template in scenario.prompts:
-            names = template_slots(template)
-            for values in itertools.product(*(scenario.slots[name] for name in names)):
-                filling = dict(zip(names, values, strict=True))
+            for filling in _fillings(scenario, template):
                 answers = tuple(answer.format(**filling) for answer in scenario.answers)
-                cores.append(CorePrompt(behaviour.name, scenario.key, template.format(**filling), answers, template))
+                cores.append(CorePrompt(behaviour.name, scenario.key, template.format(**filling), answers, "train"))
     if behaviour.prompts_from:
         by_key = {s.key: s for s in behaviour.scenarios}
         for harm in harm_prompts:
             scenario = by_key.get(harm.category, by_key["general"])
             meta = {"prompt_source": harm.origin, f"{harm.origin}_id": harm.origin_id, "harm_category": harm.category}
-            cores.append(CorePrompt(behaviour.name, scenario.key, harm.text, scenario.answers, harm.origin_id, meta))
+            cores.append(CorePrompt(behaviour.name, scenario.key, harm.text, scenario.answers, harm_split(harm.origin_id), meta))
     return cores
 
 
-def split_of(behaviour: str, split_key: str, eval_fraction: float) -> Split:
-    """The split of a template: a hash puts a fixed `eval_fraction` of them in "eval", the same on every machine."""
-    digest = hashlib.sha256(f"{behaviour}\x1f{split_key}".encode()).digest()
-    return "eval" if int.from_bytes(digest[:8], "big") / 2**64 < eval_fraction else "train"
+HARM_EVAL_FRACTION = 0.2
+
+
+def harm_split(origin_id: str) -> Split:
+    """The split of a harmful request from a dataset, by its id (HarmBench's BehaviorID, or "category:line" for
+    Do-Not-Answer): a hash puts a fixed `HARM_EVAL_FRACTION` of them in "eval", the same on every machine."""
+    digest = hashlib.sha256(f"refusal\x1f{origin_id}".encode()).digest()
+    return "eval" if int.from_bytes(digest[:8], "big") / 2**64 < HARM_EVAL_FRACTION else "train"
 
 
 def phrase(core: str, opener: str, closer: str) -> str:
@@ -211,7 +224,6 @@ def behaviour_examples(
     *,
     seed: int = 0,
     per_category: int = 200,
-    eval_fraction: float = 0.2,
     categories: Iterable[str] | None = None,
     harm_prompts: Sequence[HarmPrompt] | None = None,
     stats: SourceStats | None = None,
@@ -239,7 +251,7 @@ def behaviour_examples(
         variants = min(len(WRAPPERS), max(1, math.ceil(per_category / len(cores))))
         pool: list[BehaviourExample] = []
         for core in cores:
-            split = split_of(behaviour.name, core.split_key, eval_fraction)
+            split = core.split
             wrappers = [WRAPPERS[0], *rng.sample(WRAPPERS[1:], variants - 1)]
             for variant, (opener, closer) in enumerate(wrappers):
                 prompt = phrase(core.text, opener, closer)
@@ -271,19 +283,15 @@ class Behaviours(Source):
         *,
         seed: int = 0,
         per_category: int = 200,
-        eval_fraction: float = 0.2,
         categories: Iterable[str] | None = None,
         harm_prompts: Sequence[HarmPrompt] | None = None,
     ) -> None:
         super().__init__()
         if split not in ("train", "eval", "all"):
             raise ValueError(f"split must be 'train', 'eval' or 'all', not {split!r}")
-        if not 0 < eval_fraction < 1:
-            raise ValueError(f"eval_fraction must be between 0 and 1, not {eval_fraction}")
         self.split = split
         self.seed = seed
         self.per_category = per_category
-        self.eval_fraction = eval_fraction
         self.categories = list(categories) if categories is not None else None
         self.harm_prompts = harm_prompts
 
@@ -291,7 +299,6 @@ class Behaviours(Source):
         examples = behaviour_examples(
             seed=self.seed,
             per_category=self.per_category,
-            eval_fraction=self.eval_fraction,
             categories=self.categories,
             harm_prompts=self.harm_prompts,
             stats=self.stats,

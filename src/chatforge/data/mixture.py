@@ -97,9 +97,12 @@ def check_source_name(name: str) -> None:
 
 
 def parse_mix(spec: str) -> list[MixEntry]:
-    """Parse `name=weight,name=weight,...`, checking every name and weight."""
+    """Parse `name=weight,name=weight,...`, checking every name and weight. A single bare name is that source
+    alone (`sharegpt` means `sharegpt=1`)."""
     if not spec or not spec.strip():
         raise MixSpecError(f"the mix spec is empty; write it like {EXAMPLE_SPEC!r}")
+    if "=" not in spec and "," not in spec:
+        spec = f"{spec.strip()}=1"
     entries: list[MixEntry] = []
     for raw in spec.split(","):
         item = raw.strip()

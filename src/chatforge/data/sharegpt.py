@@ -16,12 +16,13 @@ The same conversion reads ShareGPT-format records in user files (`files.py`).
 
 from __future__ import annotations
 
+import hashlib
 import html
 import re
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from chatforge.chat import Conversation, ConversationError
 from chatforge.data.base import (
@@ -109,14 +110,31 @@ def sharegpt_messages(turns: Any, repairs: Counter[str]) -> list[dict[str, str]]
     return repair_turn_order(messages, repairs)
 
 
+# A fixed share of the packaged conversations is held out for evaluation (the alignment-tax win rate on ordinary
+# requests): chosen by a hash of the record id, the same on every machine, and never read by training sources.
+EVAL_FRACTION = 0.02
+Split = Literal["train", "eval", "all"]
+
+
+def split_of(record_id: str) -> Literal["train", "eval"]:
+    digest = hashlib.sha256(f"sharegpt\x1f{record_id}".encode()).digest()
+    return "eval" if int.from_bytes(digest[:8], "big") / 2**64 < EVAL_FRACTION else "train"
+
+
 class ShareGPT(Source):
-    """Conversations from a ShareGPT JSON array (by default the packaged file), recovering a truncated file."""
+    """Conversations from a ShareGPT JSON array (by default the packaged file), recovering a truncated file.
+
+    `split` keeps the training part ("train", the default: what SFT, sampling and RL read), the held-out
+    evaluation part ("eval"), or both ("all"). Records without an id are split by their content id."""
 
     name = "sharegpt"
 
-    def __init__(self, path: str | Path | None = None, *, chunk_chars: int = 1 << 22) -> None:
+    def __init__(self, path: str | Path | None = None, *, split: Split = "train", chunk_chars: int = 1 << 22) -> None:
         super().__init__()
+        if split not in ("train", "eval", "all"):
+            raise ValueError(f"split must be 'train', 'eval' or 'all', not {split!r}")
         self.path = Path(path) if path is not None else None
+        self.split = split
         self.chunk_chars = chunk_chars
 
     def _read(self) -> Iterator[Conversation]:
@@ -136,9 +154,13 @@ class ShareGPT(Source):
                     self.stats.skip("record cut off at the end of the file" if truncated else "record is not valid JSON")
                     continue
                 conversation = self._convert(element.value, used_ids)
-                if conversation is not None:
-                    used_ids.add(str(conversation.id))
-                    yield conversation
+                if conversation is None:
+                    continue
+                used_ids.add(str(conversation.id))
+                if self.split != "all" and split_of(str(conversation.id)) != self.split:
+                    self.stats.skip("held out for evaluation" if self.split == "train" else "in the training split")
+                    continue
+                yield conversation
 
     def _convert(self, record: Any, used_ids: set[str]) -> Conversation | None:
         if not isinstance(record, dict) or "conversations" not in record:

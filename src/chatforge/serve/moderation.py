@@ -3,7 +3,7 @@
 A rule is a name, a list of phrases (matched case-insensitively as substrings), the stage it checks ("input" =
 the user's message, "output" = the model's reply) and an action: "flag" records the item for review and lets it
 through, "block" (input only) refuses the request with a 400 and records it. ``refusals: true`` on the output adds
-a rule that flags replies that refuse (chatforge.evaluate.behaviour.is_refusal), for over-refusal review.
+a rule that flags replies that refuse (chatforge.spec.rules.is_refusal), for over-refusal review.
 
 Configuration (JSON file, ``chatforge serve --moderation FILE``):
 
@@ -69,7 +69,7 @@ class Moderator:
         lower = text.lower()
         hits = [Hit(r.name, r.action, stage) for r in self.rules if r.stage == stage and any(p in lower for p in r.phrases)]
         if stage == "output" and self.refusals:
-            from chatforge.evaluate.behaviour import is_refusal
+            from chatforge.spec.rules import is_refusal
 
             if is_refusal(text):
                 hits.append(Hit("refusal", "flag", stage))

@@ -1,0 +1,94 @@
+"""`chatforge eval ...`: the evaluation's commands (registered by chatforge.cli like every stage's).
+
+    chatforge eval behaviours --model M [--split test] [--json OUT]   pass rates per category, with intervals
+    chatforge eval behaviours --rejudge OUT.json                      today's judges on saved replies
+    chatforge eval compare A.json B.json                              win rate of A over B on the same prompts
+    chatforge eval gold                                               every judge's agreement with the gold labels
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from chatforge.quiet import quiet_transformers
+
+
+def cmd_behaviours(args: argparse.Namespace) -> int:
+    quiet_transformers()
+    from chatforge.evaluate.behaviour import evaluate_behaviours, load_report
+
+    if args.rejudge:
+        report = load_report(args.rejudge)
+    else:
+        from chatforge import models
+        from chatforge.evaluate.prompts import evaluation_prompts
+        from chatforge.generation import TorchEngine
+
+        models.set_threads(args.threads)
+        try:
+            prompts = evaluation_prompts(args.split, categories=args.categories.split(","), per_category=args.per_category, seed=args.seed)
+            model, tokenizer = models.load_model(args.model, dtype=models.inference_dtype(args.dtype))
+        except (models.ModelNotFoundError, ValueError) as err:
+            print(f"chatforge eval behaviours: {err}", file=sys.stderr)
+            return 2
+        report = evaluate_behaviours(TorchEngine(model, tokenizer), prompts, model_name=args.model, max_new_tokens=args.max_new_tokens)
+    print(report.format())
+    for graded in report.graded[: args.show]:
+        mark = "PASS" if graded.passed else "FAIL"
+        print(f"\n[{mark} {graded.answer.prompt.category}: {graded.reason}]\n> {graded.answer.prompt.text}\n{graded.answer.reply}")
+    if args.json:
+        report.write_json(args.json)
+        print(f"written to {args.json}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from chatforge.evaluate.behaviour import load_report
+    from chatforge.evaluate.winrate import win_rate
+
+    try:
+        result = win_rate(load_report(args.a).answers(), load_report(args.b).answers())
+    except (OSError, ValueError, KeyError) as err:
+        print(f"chatforge eval compare: {err}", file=sys.stderr)
+        return 2
+    print(result.format(args.a, args.b))
+    return 0
+
+
+def cmd_gold(args: argparse.Namespace) -> int:
+    from chatforge.evaluate.gold import agreement_report
+
+    print(agreement_report(split=args.split))
+    return 0
+
+
+def register_cli(subparsers: Any) -> None:
+    from chatforge.evaluate.prompts import CATEGORIES
+
+    p = subparsers.add_parser("eval", help="evaluate a model (independently of every training signal)")
+    sub = p.add_subparsers(dest="evaluation", metavar="EVALUATION", required=True)
+
+    p = sub.add_parser("behaviours", help="pass rates on the evaluation's behaviour prompts, with 95%% intervals")
+    p.add_argument("--model", default="smollm2-135m-instruct", help="packaged name, checkpoint dir, .gguf file or hub id")
+    p.add_argument("--split", choices=("dev", "test"), default="test", help="evaluation prompts to use (default %(default)s)")
+    p.add_argument("--categories", default=",".join(CATEGORIES), help="comma-separated; 'general' adds ShareGPT requests")
+    p.add_argument("--per-category", type=int, default=None, help="at most this many prompts per category (seeded sample)")
+    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--show", type=int, default=0, help="print this many prompts with replies and verdicts")
+    p.add_argument("--json", default=None, help="write every prompt, reply and verdict here")
+    p.add_argument("--rejudge", default=None, metavar="JSON", help="grade the replies of an earlier --json again")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: CHATFORGE_THREADS or all)")
+    p.add_argument("--dtype", choices=("auto", "float32", "bfloat16"), default="auto")
+    p.set_defaults(func=cmd_behaviours)
+
+    p = sub.add_parser("compare", help="win rate of one model's replies over another's (two --json reports)")
+    p.add_argument("a", help="report of the model to score (chatforge eval behaviours --json)")
+    p.add_argument("b", help="report of the model it is compared with, on the same prompts")
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("gold", help="agreement of every judge with the labels made by reading")
+    p.add_argument("--split", choices=("dev", "test", "all"), default="all", help="gold items to use (default %(default)s)")
+    p.set_defaults(func=cmd_gold)

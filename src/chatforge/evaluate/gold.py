@@ -1,0 +1,155 @@
+"""Gold labels made by reading, and how often each automatic judge agrees with them.
+
+`gold/verdicts.jsonl` holds behaviour verdicts (does this reply do what its category asks: pass or fail) and
+`gold/pairs.jsonl` pairwise judgements (which of two replies to one prompt is better, or a tie), on replies of
+base, SFT and RL-trained models; `gold/safety.jsonl` holds harmful-compliance / refusal / benign labels. Every
+label was made by a person reading the reply against the written guideline `docs/gold-guidelines.md` (its
+version is stored with each label), never by running a judge.
+
+Half of the items ("dev", by a hash of the item id) were available while the judges were written; agreement is
+reported on the other half ("test") as well as on all of them, so a judge tuned to its gold cannot hide it. A judge
+whose agreement on its category is under `MIN_AGREEMENT` is not used for headline numbers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from chatforge.evaluate.judges import judge
+from chatforge.evaluate.pairwise import compare
+from chatforge.evaluate.prompts import EvalPrompt
+from chatforge.evaluate.stats import wilson_interval
+
+GOLD_DIR = Path(__file__).with_name("gold")
+MIN_AGREEMENT = 0.8
+Split = Literal["dev", "test", "all"]
+
+
+def gold_split(item_id: str) -> Literal["dev", "test"]:
+    return "dev" if hashlib.sha256(f"gold\x1f{item_id}".encode()).digest()[0] < 128 else "test"
+
+
+@dataclass(frozen=True)
+class GoldVerdict:
+    id: str
+    prompt: EvalPrompt
+    reply: str
+    label: bool  # passed
+    model: str
+    note: str
+    labeller: str
+    guideline: str
+
+
+@dataclass(frozen=True)
+class GoldPair:
+    id: str
+    prompt: EvalPrompt
+    a: str
+    b: str
+    cut_off: tuple[bool, bool]
+    label: Literal["a", "b", "tie"]
+    models: tuple[str, str]
+    note: str
+    labeller: str
+    guideline: str
+
+
+def _read(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    out = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if line.strip():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path}:{number}: not JSON: {err}") from None
+    return out
+
+
+def load_verdicts(path: Path | None = None, split: Split = "all") -> list[GoldVerdict]:
+    out = []
+    for r in _read(path or GOLD_DIR / "verdicts.jsonl"):
+        if r["label"] not in ("pass", "fail"):
+            raise ValueError(f"gold verdict {r['id']}: label must be pass or fail, not {r['label']!r}")
+        if split != "all" and gold_split(r["id"]) != split:
+            continue
+        out.append(
+            GoldVerdict(r["id"], EvalPrompt.from_dict(r["prompt"]), r["reply"], r["label"] == "pass", r.get("model", ""),
+                        r.get("note", ""), r.get("labeller", ""), r.get("guideline", ""))
+        )
+    return out
+
+
+def load_pairs(path: Path | None = None, split: Split = "all") -> list[GoldPair]:
+    out = []
+    for r in _read(path or GOLD_DIR / "pairs.jsonl"):
+        if r["label"] not in ("a", "b", "tie"):
+            raise ValueError(f"gold pair {r['id']}: label must be a, b or tie, not {r['label']!r}")
+        if split != "all" and gold_split(r["id"]) != split:
+            continue
+        cut = r.get("cut_off") or [False, False]
+        out.append(
+            GoldPair(r["id"], EvalPrompt.from_dict(r["prompt"]), r["a"], r["b"], (bool(cut[0]), bool(cut[1])), r["label"],
+                     tuple(r.get("models") or ("", "")), r.get("note", ""), r.get("labeller", ""), r.get("guideline", ""))
+        )
+    return out
+
+
+@dataclass
+class Agreement:
+    agree: int = 0
+    n: int = 0
+
+    @property
+    def rate(self) -> float:
+        return self.agree / self.n if self.n else float("nan")
+
+    def interval(self) -> tuple[float, float]:
+        return wilson_interval(self.agree, self.n)
+
+    def format(self) -> str:
+        low, high = self.interval()
+        ok = "" if self.n == 0 or self.rate >= MIN_AGREEMENT else "  < 80%: not for headline numbers"
+        return f"{100 * self.rate:5.1f}% [{100 * low:5.1f}, {100 * high:5.1f}] (n={self.n}){ok}"
+
+
+def verdict_agreement(gold: Iterable[GoldVerdict]) -> dict[str, Agreement]:
+    """Per category (and "all"): how often the evaluation's judge gives the verdict the reader gave."""
+    out: dict[str, Agreement] = defaultdict(Agreement)
+    for item in gold:
+        same = judge(item.prompt, item.reply).passed == item.label
+        for key in (item.prompt.category, "all"):
+            out[key].n += 1
+            out[key].agree += same
+    return dict(out)
+
+
+def pair_agreement(gold: Iterable[GoldPair]) -> dict[str, Agreement]:
+    """Per category (and "all"): how often the pairwise judge names the winner the reader named (a tie must
+    match a tie)."""
+    out: dict[str, Agreement] = defaultdict(Agreement)
+    for item in gold:
+        same = compare(item.prompt, item.a, item.b, item.cut_off).winner == item.label
+        for key in (item.prompt.category, "all"):
+            out[key].n += 1
+            out[key].agree += same
+    return dict(out)
+
+
+def agreement_report(split: Split = "all") -> str:
+    lines = [f"agreement with the gold labels made by reading ({split} items; 95% Wilson intervals)"]
+    verdicts = verdict_agreement(load_verdicts(split=split))
+    lines.append("behaviour judges (pass/fail):")
+    lines += [f"  {c:14} {a.format()}" for c, a in sorted(verdicts.items())] or ["  (no gold verdicts)"]
+    pairs = pair_agreement(load_pairs(split=split))
+    lines.append("pairwise judge (a / b / tie):")
+    lines += [f"  {c:14} {a.format()}" for c, a in sorted(pairs.items())] or ["  (no gold pairs)"]
+    return "\n".join(lines)
