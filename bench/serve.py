@@ -86,10 +86,8 @@ def server_process(db: str, mode: str, decoder: str, args: argparse.Namespace, *
         port = sock.getsockname()[1]
     command = [sys.executable, "-m", "chatforge.cli", "serve", "--model", model or args.model, "--served-name",
                "bench", "--db", db, "--port", str(port), "--batching", mode, "--max-batch", str(max(args.clients)),
-               "--backend", backend,
                "--rate-limit", "0", "--max-new-tokens", str(args.max_tokens), "--log-level", "warning"]
-    if backend == "torch":
-        command += ["--decoder", decoder]
+    command += ["--decoder", decoder] if backend == "torch" else ["--backend", backend]
     if args.threads:
         command += ["--threads", str(args.threads)]
     process = subprocess.Popen(command)
