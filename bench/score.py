@@ -21,7 +21,8 @@ from pathlib import Path
 import torch
 
 from chatforge import models
-from chatforge.train.reward import RewardModel, _pad, _scores, load_reward_base
+from chatforge.train.reward import RewardModel, load_reward_base
+from chatforge.train.reward.model import head_scores, right_padded
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     items = [(f"Question {i}: write a short story about a robot who learns to paint.", "word " * words)
              for i in range(args.batch)]
     sequences = [scorer.encode(item) for item in items]
-    lean = scorer._lean_trunk()
+    lean = scorer.lean_trunk()
     if lean is None:
         print("the lean trunk does not apply here (not a CPU, or not a supported architecture)", file=sys.stderr)
         return 1
@@ -50,11 +51,11 @@ def main(argv: list[str] | None = None) -> int:
     with torch.no_grad():
         for _ in range(args.repeats + 1):
             start = time.perf_counter()
-            ids, mask = _pad(sequences, scorer.pad_id, scorer.device)
-            reference = _scores(scorer.model, ids, mask)
+            ids, mask = right_padded(sequences, scorer.pad_id, scorer.device)
+            reference = head_scores(scorer.model, ids, mask)
             times["transformers"].append(time.perf_counter() - start)
             start = time.perf_counter()
-            fast = scorer._lean_scores(lean, sequences)
+            fast = scorer.lean_scores(lean, sequences)
             times["lean"].append(time.perf_counter() - start)
     slow_s, fast_s = (statistics.median(times[k][1:]) for k in ("transformers", "lean"))
     print(f"# {args.batch} sequences of {len(sequences[0])} tokens, float32, {torch.get_num_threads()} threads; "

@@ -36,11 +36,6 @@ EVALUATION_MUST_NOT_IMPORT = ("chatforge.train", "chatforge.raters", "chatforge.
 TRAINING_SIDE = ("train", "raters", "redteam", "serve", "sampling", "spec", "data", "generation")
 
 
-# Until the trainers' restructure (issue 14, branch `trainers`) lands: train/reward.py imports evaluate/reward.py
-# and the trainers import SFT's private helpers. Strict: the mark fails the suite once they pass.
-PENDING_TRAINERS = pytest.mark.xfail(strict=True, reason="train/ restructure pending (issue 14)")
-
-
 def module_name(path: Path) -> str:
     parts = list(path.relative_to(SRC).with_suffix("").parts)
     if parts[-1] == "__init__":
@@ -87,7 +82,6 @@ def test_every_unit_has_a_layer():
     assert units <= set(LAYERS), f"give these a layer in LAYERS (and docs/design.md): {sorted(units - set(LAYERS))}"
 
 
-@PENDING_TRAINERS
 def test_dependencies_run_one_way():
     problems = []
     for module, imports in all_imports().items():
@@ -142,7 +136,6 @@ def test_no_import_cycles_between_modules():
     assert not cycles, f"import cycles: {cycles}"
 
 
-@PENDING_TRAINERS
 def test_no_module_imports_another_modules_private_names():
     problems = []
     for module, imports in all_imports().items():
@@ -155,7 +148,6 @@ def test_no_module_imports_another_modules_private_names():
     assert not problems, "\n".join(problems)
 
 
-@PENDING_TRAINERS
 def test_evaluation_reads_no_training_signal_and_no_training_code_reads_it():
     problems = []
     for module, imports in all_imports().items():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import json
 import math
 
 import pytest
@@ -51,3 +53,36 @@ def test_dpo_learns_the_preference(tmp_path, lora):
         with torch.no_grad(), trainer.model.disable_adapter():
             again = trainer._reference_logprobs()
         torch.testing.assert_close(again, trainer.reference, atol=1e-5, rtol=0)
+
+
+def test_resume_continues_exactly(tmp_path):
+    """A run stopped after 2 steps and resumed to 4 logs the same steps, and ends with the same weights, as one
+    run of 4; the reference log-probs come from the checkpoint (the initial policy's), not the resumed weights."""
+    base, tokenizer = models.build_tiny(seed=0)
+
+    def trainer(name, steps):
+        config = DPOConfig(output_dir=str(tmp_path / name), max_steps=steps, batch_pairs=4, learning_rate=1e-3,
+                           save_every=1, bf16=False, progress=False, tensorboard=False)
+        return DPOTrainer(config, copy.deepcopy(base), tokenizer, comparisons())
+
+    straight = trainer("a", 4)
+    straight.train()
+    trainer("b", 2).train()
+    resumed = trainer("b", 4)
+    resumed.train(resume=True)
+
+    def records(name):
+        return [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+
+    a, b = records("a"), records("b")
+    assert [r["step"] for r in b] == [1, 2, 3, 4]
+    for x, y in zip(a, b, strict=True):
+        assert x["loss"] == pytest.approx(y["loss"], abs=1e-6)
+    for p, q in zip(straight.model.parameters(), resumed.model.parameters(), strict=True):
+        torch.testing.assert_close(p, q, atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match="cannot resume"):  # another data order would not continue the run
+        DPOTrainer(
+            DPOConfig(output_dir=str(tmp_path / "b"), max_steps=5, batch_pairs=8, save_every=1, bf16=False,
+                      progress=False, tensorboard=False),
+            copy.deepcopy(base), tokenizer, comparisons(),
+        ).train(resume=True)

@@ -10,6 +10,7 @@ from chatforge.generation import (
     IncrementalDetokenizer,
     SamplingParams,
     TorchEngine,
+    adjust_logits,
     create_engine,
     draw,
     sample_tokens,
@@ -156,6 +157,54 @@ def test_sampling_filters():
     assert logprobs.tolist() == pytest.approx(torch.log_softmax(logits, -1).max(-1).values.tolist())
 
 
+def test_a_temperature_or_top_p_below_float32_is_greedy():
+    """The API fuzzer's finds: temperature 1e-100 became 0 in float32 (NaN probabilities) and top_p 5e-324 dropped
+    every token; both are the greedy limit."""
+    logits = torch.tensor([[0.0, 1.0, 2.0, 3.0], [3.0, 2.0, 1.0, 0.5]])
+    g = torch.Generator().manual_seed(0)
+    for params in (SamplingParams(temperature=1e-100), SamplingParams(temperature=1.0, top_p=5e-324)):
+        tokens, logprobs = sample_tokens(logits, params, g)
+        assert tokens.tolist() == [3, 0] and bool(torch.isfinite(logprobs).all())
+
+
+def test_adjust_logits_follows_openais_formula():
+    # mu[j] - c[j] * frequency_penalty - (c[j] > 0) * presence_penalty + logit_bias[j], by hand
+    logits = torch.tensor([[1.0, 2.0, 3.0, 4.0]])
+    counts = torch.tensor([[0.0, 2.0, 1.0, 0.0]])
+    params = SamplingParams(frequency_penalty=0.5, presence_penalty=1.0, logit_bias=((3, -2.0), (0, 0.25)))
+    assert adjust_logits(logits, params, counts).tolist() == [[1.25, 0.0, 1.5, 2.0]]
+    assert logits.tolist() == [[1.0, 2.0, 3.0, 4.0]]  # a new tensor
+    with pytest.raises(ValueError, match="vocabulary has 4 tokens"):
+        adjust_logits(logits, SamplingParams(logit_bias=((4, 1.0),)))
+
+
+def test_penalties_and_bias_decode_as_a_plain_loop_does(tiny, prompts):
+    """Greedy with penalties and a bias, against the formula applied by hand to full forward passes."""
+    model, tokenizer = tiny
+    engine = TorchEngine(model, tokenizer, decoder="transformers")
+    params = SamplingParams(max_new_tokens=12, temperature=0, presence_penalty=0.7, frequency_penalty=1.3,
+                            logit_bias=((1000, 8.0), (17, -100.0)), top_logprobs=2)
+    got = engine.generate(prompts[:2], params)
+    for prompt, c in zip(prompts[:2], got, strict=True):
+        ids, counts = list(prompt), torch.zeros(model.config.vocab_size)
+        expected = []
+        for _ in range(len(c.token_ids)):
+            with torch.no_grad():
+                mu = model(torch.tensor([ids])).logits[0, -1].float()
+            mu = mu - counts * 1.3 - (counts > 0).float() * 0.7
+            mu[1000] += 8.0
+            mu[17] -= 100.0
+            token = int(mu.argmax())
+            expected.append(token)
+            ids.append(token)
+            counts[token] += 1
+        assert c.token_ids == expected
+        assert 2 <= c.token_ids.count(1000) < 12  # the bias is felt, and so are the penalties
+        assert len(c.top_logprobs) == len(c.token_ids)
+        for lp, top in zip(c.logprobs, c.top_logprobs, strict=True):
+            assert len(top) == 2 and top[0][1] == pytest.approx(lp) and top[0][1] >= top[1][1]
+
+
 @pytest.mark.parametrize("vocab", [7, 256, 1000])
 def test_draw_follows_the_distribution_and_never_picks_an_impossible_token(vocab):
     g = torch.Generator().manual_seed(0)
@@ -182,6 +231,9 @@ def test_draw_follows_the_distribution_and_never_picks_an_impossible_token(vocab
         ({"top_k": -2}, "top_k"),
         ({"stop": "x"}, "stop"),
         ({"stop": ("",)}, "stop"),
+        ({"presence_penalty": float("nan")}, "presence_penalty"),
+        ({"logit_bias": ((-1, 1.0),)}, "logit_bias"),
+        ({"top_logprobs": -1}, "top_logprobs"),
     ],
 )
 def test_bad_sampling_params(kwargs, problem):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import copy
 import dataclasses
 import json
@@ -13,6 +14,7 @@ from chatforge import chat, models
 from chatforge.generation import SamplingParams, TorchEngine
 from chatforge.train import SFTConfig, SFTTrainer, rollout
 from chatforge.train.ppo import PPOConfig, PPOConfigError, PPOTrainer
+from chatforge.train.ppo import cli as ppo_cli
 
 WORDS = ["cats", "dogs", "rain", "tea", "code", "maps", "owls", "jazz"]
 PROMPTS = [[{"role": "user", "content": f"Do you like {w}?"}] for w in WORDS]
@@ -133,7 +135,7 @@ def test_ppo_raises_reward_with_bounded_kl(tmp_path, yes_no_policy):
 
 def test_resume_continues_exactly(tmp_path):
     base, tokenizer = models.build_tiny(seed=0)
-    kwargs = dict(steps=3, kl_target=0.5, kl_horizon=20, ptx_coef=0.5, ptx_batch_sequences=2, target_kl=50.0)
+    kwargs = dict(steps=3, adaptive_kl_target=0.5, kl_horizon=20, ptx_coef=0.5, ptx_batch_sequences=2, early_stop_kl=50.0)
     ptx = [chat.Conversation.from_messages([{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}])] * 3
 
     straight = PPOTrainer(config(tmp_path / "a", **kwargs), copy.deepcopy(base), tokenizer, says_yes, PROMPTS, ptx)
@@ -163,6 +165,23 @@ def test_config_problems_are_listed(tmp_path):
     assert "mini_batch_size" in text and "lam" in text and "clip_range" in text
     with pytest.raises(PPOConfigError, match="unknown key"):
         PPOConfig.from_dict({"output_dir": "x", "kl_coeff": 0.1})
+
+
+@pytest.mark.parametrize(("old", "new"), [("kl_target", "adaptive_kl_target"), ("target_kl", "early_stop_kl")])
+def test_renamed_keys_and_flags_are_refused_with_the_new_name(tmp_path, capsys, old, new):
+    with pytest.raises(PPOConfigError, match=f"did you mean '{new}'"):
+        PPOConfig.from_dict({"output_dir": "x", old: 0.5})
+    (tmp_path / "ppo.yaml").write_text(f"output_dir: x\n{old}: 0.5\n")
+    with pytest.raises(PPOConfigError, match=f"did you mean '{new}'"):
+        PPOConfig.from_yaml(tmp_path / "ppo.yaml")
+    old_flag, new_flag = "--" + old.replace("_", "-"), "--" + new.replace("_", "-")
+    with pytest.raises(SystemExit):
+        ppo_cli.main(["--out", str(tmp_path / "run"), old_flag, "0.5"])
+    assert f"{old_flag} was renamed: did you mean {new_flag}?" in capsys.readouterr().err
+    parser = argparse.ArgumentParser()
+    ppo_cli.add_arguments(parser)
+    assert getattr(parser.parse_args(["--out", "x", new_flag, "0.5"]), new) == 0.5
+    assert old_flag not in parser.format_help()
 
 
 def test_single_pass_step_equals_the_two_pass_step(tmp_path, monkeypatch):

@@ -27,7 +27,7 @@ from chatforge.raters.simulated import (
     panel_agreement,
     rate_tasks,
 )
-from chatforge.sampling import PromptItem, load_prompts, sample_tasks
+from chatforge.sampling import PromptItem, load_prompt_mix, load_prompts, sample_tasks
 
 
 @pytest.fixture(scope="module")
@@ -199,16 +199,20 @@ def test_the_demonstration_joins_the_ranking_and_is_ranked_not_assumed_best(feat
     assert without_reference(with_reference(task("Hi", ["a b c", "d e f"], reference="x y z"))).responses[1].text == "d e f"
 
 
-def test_prompt_sources_carry_references():
-    items = load_prompts("behaviours-eval")
+def test_prompt_sources_carry_references_and_evaluation_data_is_refused():
+    items = load_prompts("behaviours")
     assert items and all(i.context[-1].role == "user" and i.reference and i.category for i in items)
-    mtbench = load_prompts("mtbench")
-    assert len(mtbench) == 80 and any(i.reference for i in mtbench)
+    mixed = load_prompt_mix("behaviours=0.5,sharegpt=0.5", 10, seed=3)
+    assert len(mixed) == 10 and sum(i.source == "sharegpt" for i in mixed) == 5
+    assert all(len(i.context) == 1 and i.reference for i in mixed)  # ShareGPT: the first request, ChatGPT's reply
+    assert mixed == load_prompt_mix("behaviours=0.5,sharegpt=0.5", 10, seed=3)
+    with pytest.raises(ValueError, match="MT-Bench is evaluation data"):
+        load_prompts("mtbench")
 
 
 def test_sample_and_rate_commands(tmp_path, capsys):
     tasks = tmp_path / "tasks.jsonl"
-    assert cli.main(["sample", "--policy", "tiny", "--prompts", "behaviours-eval", "--k", "3", "--n", "4",
+    assert cli.main(["sample", "--policy", "tiny", "--prompts", "behaviours", "--k", "3", "--n", "4",
                      "--max-new-tokens", "5", "--out", str(tasks), "--threads", "1", "--with-reference"]) == 0
     loaded = load_tasks(tasks)
     assert len(loaded) == 4 and all(len(t.responses) == 4 and t.responses[-1].text == t.reference for t in loaded)

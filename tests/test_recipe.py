@@ -85,14 +85,14 @@ policy: {{algorithm: {algorithm}}}
 ppo: {{steps: 2, batch_prompts: 2, max_new_tokens: 6}}
 dpo: {{batch_pairs: 2}}
 best_of_n: {{n: 2, prompts: 4, max_new_tokens: 6}}
-evaluation: {{per_category: 1, general: 2, dev_per_category: 1, checkpoints: 2, max_new_tokens: 6, guards: false}}
+evaluation: {{per_category: 1, general: 2, dev_per_category: 1, checkpoints: 2, max_new_tokens: 6, guards: {guards}}}
 """
 
 
 def test_whole_recipe_runs_and_resumes_on_the_tiny_model(tmp_path, tiny, monkeypatch):
     model, tokenizer = tiny
     checkpoint = models.save_checkpoint(model, tokenizer, tmp_path / "tiny")
-    recipe = load_recipe(write(tmp_path, TINY_RECIPE.format(base=checkpoint, algorithm="ppo")))
+    recipe = load_recipe(write(tmp_path, TINY_RECIPE.format(base=checkpoint, algorithm="ppo", guards="true")))
     out = tmp_path / "run"
 
     # A run that dies in the policy stage keeps every finished stage...
@@ -133,10 +133,11 @@ def test_whole_recipe_runs_and_resumes_on_the_tiny_model(tmp_path, tiny, monkeyp
     chosen = run.stages["round_1/select"].outputs["model"]
     assert chosen in {c["model"] for c in curve}
     report = (out / "report.html").read_text()
+    assert "General-capability guards" in report
     assert "Behaviour pass rates" in report and "How far the judges can be trusted" in report and "over-optimisation" in report
     assert (out / "chat" / "config.json").is_file() and (out / "chat" / "chat_template.jinja").is_file()
     if chosen != sft_model:  # the win rate compares the final policy with SFT on the same test prompts
-        assert "Win rate of the final policy over SFT" in report
+        assert "Win rate of the final policy over SFT" in report and "McNemar" in report
         winrate = json.loads((out / "winrate" / "winrate.json").read_text())
         assert 0.0 <= winrate["win_rate"] <= 1.0 and winrate["n"] == len(winrate["records"]) > 8
 
@@ -147,7 +148,7 @@ def test_whole_recipe_runs_and_resumes_on_the_tiny_model(tmp_path, tiny, monkeyp
     assert json.loads((out / "round_1" / "policy" / "run" / "run.json").read_text())["config"]["decode_dtype"] == "float32"
 
     # a different recipe in the same directory is refused rather than mixed in
-    other = load_recipe(write(tmp_path, TINY_RECIPE.format(base=checkpoint, algorithm="ppo").replace("rounds: 1", "rounds: 2")))
+    other = load_recipe(write(tmp_path, TINY_RECIPE.format(base=checkpoint, algorithm="ppo", guards="true").replace("rounds: 1", "rounds: 2")))
     with pytest.raises(ValueError, match="holds a run of a different recipe"):
         pipeline.run_recipe(other, out, log=lambda m: None)
 
@@ -156,18 +157,10 @@ def test_whole_recipe_runs_and_resumes_on_the_tiny_model(tmp_path, tiny, monkeyp
 def test_other_policy_algorithms_run_a_round(tmp_path, tiny, algorithm):
     model, tokenizer = tiny
     checkpoint = models.save_checkpoint(model, tokenizer, tmp_path / "tiny")
-    recipe = load_recipe(write(tmp_path, TINY_RECIPE.format(base=checkpoint, algorithm=algorithm)))
+    recipe = load_recipe(write(tmp_path, TINY_RECIPE.format(base=checkpoint, algorithm=algorithm, guards="false")))
     run = pipeline.run_recipe(recipe, tmp_path / "run", log=lambda m: None)
     assert run.stages["round_1/policy"].status == "done"
     curve = json.loads((tmp_path / "run" / "round_1" / "select" / "curve.json").read_text())
-    assert curve[0]["step"] == 0 and len(curve) >= 2
-
-
-def test_sign_test_against_hand_values():
-    from chatforge.evaluate.stats import sign_test
-
-    # 10 wins, 2 losses: 2 * P(X <= 2), X ~ Binomial(12, 1/2) = 2 * (1 + 12 + 66) / 4096
-    assert sign_test(10, 2) == pytest.approx(2 * 79 / 4096)
-    assert sign_test(2, 10) == sign_test(10, 2)
-    assert sign_test(5, 0) == pytest.approx(2 / 32)
-    assert sign_test(6, 6) == 1.0 and sign_test(0, 0) == 1.0
+    assert curve[0]["step"] == 0
+    # the tiny model's babble always runs into the 6-token limit: best-of-n keeps no winner and trains nothing
+    assert len(curve) >= 2 or run.stages["round_1/policy"].metrics["winners"] == 0

@@ -15,7 +15,6 @@ import torch
 
 from chatforge import chat, models
 from chatforge.data.comparisons import Comparison, Rater, Response, save_comparisons
-from chatforge.evaluate import reward as rm_eval
 from chatforge.train import reward
 from chatforge.train.reward import (
     OFFSET_KEY,
@@ -25,6 +24,9 @@ from chatforge.train.reward import (
     RewardModel,
     RewardTrainer,
 )
+from chatforge.train.reward import evaluation as rm_eval
+from chatforge.train.reward import model as reward_model
+from chatforge.train.reward import trainer as reward_trainer
 
 HAVE_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
 
@@ -377,13 +379,13 @@ def test_packed_training_scores_equal_the_models_own_forward(base_rm, tmp_path, 
                 if "lora_B" in name:
                     p.normal_(0, 0.5)
     trainer.model.eval()
-    batch = reward._collate(trainer.train_encoded, range(len(trainer.train_encoded)), trainer.pad_id, trainer.device)
+    batch = reward_trainer.collate(trainer.train_encoded, range(len(trainer.train_encoded)), trainer.pad_id, trainer.device)
     sequences = [seq for item in trainer.train_encoded for seq in item.sequences]
     assert max(map(len, sequences)) > 2 * min(map(len, sequences))  # a demonstration among short samples
     assert batch.input_ids.numel() < len(sequences) * max(map(len, sequences))  # packed: less than padded
     with torch.no_grad():
-        packed = batch.scores(reward._PackedScores(trainer.model))
-        alone = torch.cat([reward._scores(trainer.model, torch.tensor([seq]), torch.ones(1, len(seq), dtype=torch.long))
+        packed = batch.scores(reward_trainer.PackedScores(trainer.model))
+        alone = torch.cat([reward_model.head_scores(trainer.model, torch.tensor([seq]), torch.ones(1, len(seq), dtype=torch.long))
                            for seq in sequences])
     torch.testing.assert_close(packed, alone, atol=1e-5, rtol=1e-5)
 
@@ -539,7 +541,7 @@ def test_scores_follow_the_weights_and_equal_transformers_forward(base_rm):
             return torch.stack([model(input_ids=torch.tensor([s])).logits[0, 0] for s in sequences])
 
     before = scorer.score(items, batch_size=2, normalize=False)
-    assert scorer._lean_trunk() is not None  # the tiny Llama is served by the lean trunk
+    assert scorer.lean_trunk() is not None  # the tiny Llama is served by the lean trunk
     torch.testing.assert_close(torch.tensor(before), transformers_scores(), rtol=1e-5, atol=1e-5)
     with torch.no_grad():  # the model moves on (as during training): the scores must follow
         model.model.layers[0].mlp.down_proj.weight.mul_(3.0)

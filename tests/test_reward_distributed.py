@@ -78,12 +78,14 @@ def parameter_hash(model: torch.nn.Module) -> str:
 def worker(out: Path) -> None:
     model, tokenizer = base_model()
     trainer = RewardTrainer(config(out / "run"), model, tokenizer, comparisons())
+    initial = parameter_hash(trainer.model)  # the weights this run starts from
     result = trainer.train()
     report = {
         "rank": trainer.dist.rank,
         "world_size": trainer.dist.world_size,
         "steps": result.step,
         "offset": result.offset,
+        "initial": initial,
         "hash": parameter_hash(trainer.model),
     }
     (out / f"rank{trainer.dist.rank}.json").write_text(json.dumps(report))
@@ -111,7 +113,10 @@ def test_two_processes_hold_identical_weights(tmp_path):
     reports = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert [r["world_size"] for r in reports] == [2, 2]
     assert [r["steps"] for r in reports] == [STEPS, STEPS]
+    assert reports[0]["initial"] == reports[1]["initial"]
     assert reports[0]["hash"] == reports[1]["hash"]
+    # ... and moved from where the run started: identical weights alone would also hold if nothing trained.
+    assert reports[0]["hash"] != reports[0]["initial"]
     assert reports[0]["offset"] == reports[1]["offset"]
     assert len(train_curve(tmp_path / "run", "loss")) == STEPS  # only rank 0 wrote, once per step
 

@@ -13,7 +13,8 @@ import torch
 from chatforge import models
 from chatforge.data.comparisons import Comparison, Response
 from chatforge.train import reward
-from chatforge.train.reward import STATE_FILE, RewardConfig, RewardConfigError, RewardTrainer
+from chatforge.train.checkpoint import STATE_FILE
+from chatforge.train.reward import RewardConfig, RewardConfigError, RewardTrainer
 
 
 class Killed(Exception):

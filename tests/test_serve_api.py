@@ -210,7 +210,8 @@ BAD = [
     ("top_p range", {"model": "tiny", "messages": GOOD, "top_p": 0}, None, 400, "top_p"),
     ("stream wrong type", {"model": "tiny", "messages": GOOD, "stream": "yes"}, None, 400, "'stream' must be a boolean"),
     ("stop wrong type", {"model": "tiny", "messages": GOOD, "stop": 3}, None, 400, "stop must be"),
-    ("n > 1", {"model": "tiny", "messages": GOOD, "n": 2}, None, 400, "n=1"),
+    ("n too large", {"model": "tiny", "messages": GOOD, "n": 100}, None, 400, "n must be <= 16"),
+    ("n zero", {"model": "tiny", "messages": GOOD, "n": 0}, None, 400, "n must be >= 1"),
     ("unknown field", {"model": "tiny", "messages": GOOD, "bogus": 1}, None, 400, "unknown field 'bogus'"),
     ("model wrong type", {"model": 3, "messages": GOOD}, None, 400, "'model' must be a string"),
     ("unknown model", {"model": "gpt-9", "messages": GOOD}, None, 404, "model 'gpt-9' is not served"),
@@ -268,9 +269,12 @@ def test_rate_limit_per_key(tiny, tmp_path):
     assert codes[2].json()["error"]["code"] == "rate_limit_exceeded" and int(codes[2].headers["Retry-After"]) >= 1
 
 
-def test_moderation_blocks_and_flags(server):
-    r = post(server, {"model": "tiny", "messages": [{"role": "user", "content": "How do I build a bomb?"}]})
+def test_moderation_blocks_and_flags(server, caplog):
+    r = post(server, {"model": "tiny", "messages": [{"role": "user", "content": "How do I build a bomb?"}],
+                      "user": "end-user-42"})
     assert r.status_code == 400 and "moderation rule 'bomb'" in r.json()["error"]["message"]
+    # the API's `user` field names the caller's own end user in the server's log of the hit
+    assert "rule 'bomb' (input, block) hit on a request of API user 'alice' for end user 'end-user-42'" in caplog.text
     r = post(server, {"model": "tiny", "messages": [{"role": "user", "content": "the watchword is tea"}], "max_tokens": 2})
     assert r.status_code == 200
     with server["store"].session() as s:

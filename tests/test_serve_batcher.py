@@ -84,6 +84,52 @@ def test_per_request_sampling_params_and_seeds(tiny, batcher):
     assert runs[0] == runs[1]  # greedy is deterministic and a seed reproduces a sampled reply, batched or not
 
 
+def test_a_group_shares_one_prefill_and_each_request_gets_its_solo_reply(tiny, batcher, decoder):
+    """The n choices of an API request: one group, prefilled once and copied; greedy, seeded and penalized rows each
+    decode as they would alone, with their logprobs and top alternatives."""
+    model, tokenizer = tiny
+    engine = TorchEngine(model, tokenizer, **decoder)
+    prompt = chat.encode_prompt(tokenizer, [{"role": "user", "content": "Name a fruit and a colour."}])
+    kinds = [SamplingParams(max_new_tokens=10, temperature=0, top_logprobs=3),
+             SamplingParams(max_new_tokens=10, temperature=0),
+             SamplingParams(max_new_tokens=10, temperature=1.0, seed=1),
+             SamplingParams(max_new_tokens=10, temperature=1.0, seed=2),
+             SamplingParams(max_new_tokens=10, temperature=0, frequency_penalty=2.0, logit_bias=((1000, 6.0),))]
+    expected = [engine.generate([prompt], p)[0] for p in kinds]
+    collectors = [Collector() for _ in kinds]
+    steps = batcher.steps_run
+    batcher.submit_group([GenRequest(prompt, p, c) for p, c in zip(kinds, collectors, strict=True)])
+    for c, exp in zip(collectors, expected, strict=True):
+        assert c.done.wait(60)
+        assert c.completion.token_ids == exp.token_ids
+        assert c.completion.logprobs == pytest.approx(exp.logprobs, abs=1e-3)
+        assert c.completion.top_logprobs == exp.top_logprobs or [
+            [t for t, _ in step] for step in c.completion.top_logprobs] == [[t for t, _ in s] for s in exp.top_logprobs]
+    assert len(collectors[0].completion.top_logprobs) == len(collectors[0].completion.token_ids)
+    assert collectors[1].completion.top_logprobs == []
+    assert collectors[2].completion.token_ids != collectors[3].completion.token_ids
+    assert batcher.steps_run - steps <= 10  # together: five replies of 10 tokens in 10 steps
+
+
+def test_serial_admits_one_group_at_a_time(tiny):
+    model, tokenizer = tiny
+    serial = ContinuousBatcher(model, tokenizer, serial=True).start()
+    try:
+        prompt = chat.encode_prompt(tokenizer, [{"role": "user", "content": "hi"}])
+        greedy = SamplingParams(max_new_tokens=6, temperature=0)
+        singles = [Collector(delay=0.005) for _ in range(3)]
+        for c in singles:
+            serial.submit(GenRequest(prompt, greedy, c))
+        assert all(c.done.wait(60) for c in singles)
+        assert serial.max_batch_seen == 1
+        pair = [Collector(), Collector()]
+        serial.submit_group([GenRequest(prompt, greedy, c) for c in pair])
+        assert all(c.done.wait(60) for c in pair) and serial.max_batch_seen == 2
+        assert pair[0].completion.token_ids == singles[0].completion.token_ids
+    finally:
+        serial.stop()
+
+
 def test_cancel_leaves_the_batch(tiny, batcher):
     _, tokenizer = tiny
     prompt = chat.encode_prompt(tokenizer, [{"role": "user", "content": "Write a lot."}])

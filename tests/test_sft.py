@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import importlib.util
 import json
 import random
 
@@ -312,7 +313,7 @@ def test_cli_flags_override_the_yaml(tmp_path):
         and config.data == "d.jsonl"
         and config.lora_target_modules == ["q_proj", "k_proj"]
     )
-    assert args.func is sft.run_command
+    assert args.func == sft.run_command  # (a bound method: equal, not the same object)
 
 
 def test_cli_trains_from_a_jsonl_file(tmp_path, capsys):
@@ -366,9 +367,9 @@ def test_cli_reports_bad_input_clearly(tmp_path, capsys):
 
 
 def test_cli_mix_needs_the_data_package(tmp_path, capsys, monkeypatch):
-    real_find_spec = sft.importlib.util.find_spec
+    real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(
-        sft.importlib.util,
+        importlib.util,
         "find_spec",
         lambda name, *a: None if name == "chatforge.data" else real_find_spec(name, *a),
     )

@@ -70,11 +70,13 @@ def parameter_hash(model: torch.nn.Module) -> str:
 def worker(out: Path) -> None:
     model, tokenizer = models.build_tiny(seed=0)
     trainer = SFTTrainer(config(out / "run"), model, tokenizer, conversations())
+    initial = parameter_hash(trainer.model)  # the weights this run starts from
     result = trainer.train()
     report = {
         "rank": trainer.dist.rank,
         "world_size": trainer.dist.world_size,
         "steps": result.step,
+        "initial": initial,
         "hash": parameter_hash(trainer.model),
     }
     (out / f"rank{trainer.dist.rank}.json").write_text(json.dumps(report))
@@ -102,7 +104,10 @@ def test_two_processes_hold_identical_weights(tiny, tmp_path):
     reports = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert [r["world_size"] for r in reports] == [2, 2]
     assert [r["steps"] for r in reports] == [STEPS, STEPS]
+    assert reports[0]["initial"] == reports[1]["initial"]
     assert reports[0]["hash"] == reports[1]["hash"]
+    # ... and moved from where the run started: identical weights alone would also hold if nothing trained.
+    assert reports[0]["hash"] != reports[0]["initial"]
 
     # Only rank 0 wrote the run directory, once per step.
     assert len(train_losses(tmp_path / "run")) == STEPS

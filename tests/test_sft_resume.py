@@ -11,7 +11,8 @@ import torch
 
 from chatforge import chat
 from chatforge.train import SFTConfig, SFTTrainer
-from chatforge.train.sft import STATE_FILE, SFTConfigError
+from chatforge.train.checkpoint import STATE_FILE
+from chatforge.train.sft import SFTConfigError
 
 
 class Killed(Exception):

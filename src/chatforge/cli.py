@@ -257,7 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("sample", help="sample K responses per prompt from a policy, as rating tasks")
     p.add_argument("--policy", required=True, help="a run dir (uses its final/), checkpoint dir or model name")
-    p.add_argument("--prompts", default="behaviours", help="behaviours, behaviours-eval, sharegpt, chitchat, mtbench or a JSONL file")
+    p.add_argument("--prompts", default="behaviours", help="behaviours, sharegpt, chitchat or a JSONL file (evaluation data is not a source)")
     p.add_argument("--k", type=int, default=4, help="responses per prompt, 2-9 (default %(default)s)")
     p.add_argument("--n", type=int, default=64, help="number of prompts (default %(default)s)")
     p.add_argument("--out", required=True, help="rating tasks JSONL to write")

@@ -12,6 +12,7 @@ Backends: ``TorchEngine`` runs any transformers causal LM in-process. ``VLLMEngi
 from __future__ import annotations
 
 import importlib.util
+import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -29,6 +30,8 @@ class SamplingParams:
     """How to sample. ``temperature=0`` is greedy decoding; ``top_k=0`` and ``top_p=1`` switch those filters off.
 
     ``stop`` holds extra stop strings; the tokenizer's end-of-turn and eos tokens always stop a reply.
+
+    ``logit_bias`` ((id, bias), ...) and the penalties: OpenAI's (`adjust_logits`); ``top_logprobs``: see Completion.
     """
 
     max_new_tokens: int = 256
@@ -37,6 +40,10 @@ class SamplingParams:
     top_k: int = 0
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    logit_bias: tuple[tuple[int, float], ...] = ()
+    top_logprobs: int = 0
 
     def __post_init__(self) -> None:
         if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
@@ -49,10 +56,25 @@ class SamplingParams:
             raise ValueError(f"top_k must be a non-negative integer, got {self.top_k!r}")
         if isinstance(self.stop, str) or any(not isinstance(s, str) or not s for s in self.stop):
             raise ValueError("stop must be a sequence of non-empty strings")
+        if not (math.isfinite(self.presence_penalty) and math.isfinite(self.frequency_penalty)):
+            raise ValueError(f"presence_penalty and frequency_penalty must be finite, got {self.presence_penalty!r}, "
+                             f"{self.frequency_penalty!r}")
+        if any(not isinstance(t, int) or t < 0 or not math.isfinite(b) for t, b in self.logit_bias) or \
+                not isinstance(self.top_logprobs, int) or self.top_logprobs < 0:
+            raise ValueError("logit_bias must hold (token id >= 0, finite bias) pairs and top_logprobs be >= 0, got "
+                             f"{self.logit_bias!r:.80}, {self.top_logprobs!r}")
 
     @property
     def greedy(self) -> bool:
         return self.temperature == 0
+
+    @property
+    def penalized(self) -> bool:
+        return self.presence_penalty != 0 or self.frequency_penalty != 0
+
+    @property
+    def adjusts_logits(self) -> bool:  # logit bias or penalties: `adjust_logits` has work to do
+        return self.penalized or bool(self.logit_bias)
 
 
 @dataclass
@@ -60,13 +82,15 @@ class Completion:
     """One generated reply. ``token_ids`` include a stop token or the tokens of a matched stop string (they are
     what the model produced, which RL needs); ``text`` never includes them. ``logprobs[i]`` is the log-probability
     of ``token_ids[i]`` under the model's distribution at the sampling temperature (temperature 1 for greedy),
-    before top-k/top-p filtering, i.e. exactly ``log_softmax(logits / T)`` of a forward pass."""
+    before top-k/top-p filtering, i.e. exactly ``log_softmax(logits / T)`` of a forward pass (logits after logit bias
+    and penalties where asked). ``top_logprobs[i]``: the most likely (token id, logprob) pairs of that step."""
 
     prompt_ids: list[int]
     token_ids: list[int] = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)
     text: str = ""
     finish_reason: FinishReason | None = None
+    top_logprobs: list[list[tuple[int, float]]] = field(default_factory=list)
 
 
 class Engine(Protocol):
@@ -148,7 +172,7 @@ def sample_tokens(
         tokens = logits.argmax(dim=-1)
         logprobs = torch.log_softmax(logits, dim=-1).gather(-1, tokens[:, None])[:, 0]
         return tokens, logprobs
-    scaled = logits / params.temperature
+    scaled = _at_temperature(logits, params.temperature)
     logprobs_all = torch.log_softmax(scaled, dim=-1)
     filtered = scaled
     if params.top_k and params.top_k < scaled.shape[-1]:
@@ -159,10 +183,38 @@ def sample_tokens(
         probs = torch.softmax(sorted_logits, dim=-1)
         # Drop a token when the tokens ranked above it already hold top_p of the mass; the first always stays.
         drop_sorted = (probs.cumsum(dim=-1) - probs) >= params.top_p
+        drop_sorted[:, 0] = False  # even when top_p is below float32's resolution (5e-324: the API fuzzer)
         drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
         filtered = filtered.masked_fill(drop, float("-inf"))
     tokens = draw(torch.softmax(filtered, dim=-1), generator)
     return tokens, logprobs_all.gather(-1, tokens[:, None])[:, 0]
+
+
+def _at_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """``logits / temperature`` shifted so each row's largest is 0 (the same distribution), the temperature held at
+    float32's smallest normal: 1e-100 (the API fuzzer's) became 0 and NaN; now the draw is greedy, as in the limit."""
+    return (logits - logits.amax(dim=-1, keepdim=True)) / max(temperature, torch.finfo(logits.dtype).tiny)
+
+
+def top_alternatives(logits: torch.Tensor, params: SamplingParams, k: int) -> list[list[tuple[int, float]]]:
+    """Each row's ``k`` likeliest (token id, logprob), first first, as `sample_tokens` reports logprobs."""
+    logits = logits.float() if params.greedy else _at_temperature(logits.float(), params.temperature)
+    values, ids = torch.log_softmax(logits, dim=-1).topk(min(k, logits.shape[-1]), dim=-1)
+    return [list(zip(i, v, strict=True)) for i, v in zip(ids.tolist(), values.tolist(), strict=True)]
+
+
+def adjust_logits(logits: torch.Tensor, params: SamplingParams, counts: torch.Tensor | None = None) -> torch.Tensor:
+    """New float32 ``logits`` [B, V] as OpenAI's API documents: ``mu[j] - c[j] * frequency_penalty - (c[j] > 0) *
+    presence_penalty + logit_bias[j]``, ``c[j]`` (``counts`` [B, V]) how often j was sampled in the row's reply."""
+    out = logits.float().clone()
+    if params.logit_bias:
+        ids = torch.tensor([t for t, _ in params.logit_bias], device=out.device)
+        if int(ids.max()) >= out.shape[-1]:
+            raise ValueError(f"logit_bias names token {int(ids.max())}; the vocabulary has {out.shape[-1]} tokens")
+        out[:, ids] += torch.tensor([b for _, b in params.logit_bias], device=out.device)
+    if counts is not None and params.penalized:
+        out -= counts * params.frequency_penalty + (counts > 0).float() * params.presence_penalty
+    return out
 
 
 def draw(probs: torch.Tensor, generator: torch.Generator | None = None, block: int = 256) -> torch.Tensor:
@@ -504,10 +556,20 @@ class TorchEngine:
         logits = forward.prefill(input_ids, valid, positions)
         next_positions = positions[:, -1:] + 1
         batch_rows: list[int | None] = list(range(len(prompts)))  # request index of each batch row (None: idle)
+        counts: torch.Tensor | None = None  # [requests, V] the penalties' c[j]: how often each token was sampled
 
         for step in range(params.max_new_tokens):
             live = [b for b, index in enumerate(batch_rows) if index is not None]
-            sampled, sampled_lp = sample_tokens(logits[live] if len(live) < len(batch_rows) else logits, params, generator)
+            requests = [index for index in batch_rows if index is not None]
+            step_logits = logits[live] if len(live) < len(batch_rows) else logits
+            if params.penalized and counts is None:
+                counts = torch.zeros((len(prompts), step_logits.shape[-1]), device=step_logits.device)
+            if params.adjusts_logits:
+                step_logits = adjust_logits(step_logits, params, counts[requests] if counts is not None else None)
+            sampled, sampled_lp = sample_tokens(step_logits, params, generator)
+            if counts is not None:
+                counts[requests, sampled] += 1
+            top = top_alternatives(step_logits, params, params.top_logprobs) if params.top_logprobs else None
             token_list, logprob_list = sampled.tolist(), sampled_lp.tolist()
             tokens = [self.pad_token_id] * len(batch_rows)
             events: list[StepEvent] = []
@@ -518,6 +580,8 @@ class TorchEngine:
                 token = tokens[b] = token_list[j]
                 row.completion.token_ids.append(token)
                 row.completion.logprobs.append(logprob_list[j])
+                if top is not None:
+                    row.completion.top_logprobs.append(top[j])
                 finish: FinishReason | None = None
                 if token in self.stop_token_ids:
                     finish = "stop"
@@ -591,7 +655,10 @@ class VLLMEngine:
             stop=list(params.stop) + chat.stop_strings(self.tokenizer),
             stop_token_ids=chat.stop_token_ids(self.tokenizer),
             seed=params.seed,
-            logprobs=0,  # the sampled token's own logprob
+            presence_penalty=params.presence_penalty,
+            frequency_penalty=params.frequency_penalty,
+            logit_bias=dict(params.logit_bias) or None,
+            logprobs=params.top_logprobs,  # 0: the sampled token's own logprob
         )
 
     def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams) -> list[Completion]:
@@ -600,7 +667,10 @@ class VLLMEngine:
         results = []
         for prompt, output in zip(prompts, outputs, strict=True):
             choice = output.outputs[0]
-            logprobs = [step[token].logprob for step, token in zip(choice.logprobs or [], choice.token_ids, strict=False)]
+            steps = list(zip(choice.logprobs or [], choice.token_ids, strict=False))
+            logprobs = [step[token].logprob for step, token in steps]
+            top = [sorted(((t, x.logprob) for t, x in step.items()), key=lambda x: -x[1])[: params.top_logprobs]
+                   for step, _ in steps if params.top_logprobs]
             results.append(
                 Completion(
                     list(prompt),
@@ -608,6 +678,7 @@ class VLLMEngine:
                     logprobs,
                     choice.text,
                     "length" if choice.finish_reason == "length" else "stop",
+                    top,
                 )
             )
         return results

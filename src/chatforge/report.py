@@ -174,11 +174,34 @@ def _guards_section(run: RunDirectory) -> str:
     record = run.stages.get("guards")
     if record is None or record.status != "done" or not record.metrics:
         return ""
-    rows = []
-    for name, m in record.metrics.items():
-        for guard, summary in m.items():
-            rows.append([html.escape(name), html.escape(guard), html.escape(json.dumps(summary))])
-    return "<h2>General-capability guards</h2>" + _table(["model", "guard", "scores"], rows)
+    m = record.metrics
+    names = [n for n in ("sft", "final") if n in m]
+
+    def cell(value: dict[str, Any] | None, scale: float = 100.0) -> str:
+        if not value:
+            return "–"
+        centre = float(value.get("rate", value.get("mean")) or 0.0)
+        return f"{scale * centre:.1f} <small>[{scale * value['low']:.1f}–{scale * value['high']:.1f}] n={value['n']}</small>"
+
+    rows = [
+        ["instruction following, prompt-level strict (%)", *(cell(m[n]["instructions"].get("prompt_strict")) for n in names)],
+        ["instruction following, instruction-level strict (%)", *(cell(m[n]["instructions"].get("instruction_strict")) for n in names)],
+        ["MT-Bench chrF vs reference answers (0-100)", *(cell(m[n]["mtbench_chrf"].get("all"), 1.0) for n in names)],
+        ["MT-Bench math+reasoning answers right (%)", *(cell(m[n]["mtbench_accuracy"].get("math+reasoning")) for n in names)],
+    ]
+    text = ""
+    if "final_vs_sft_instructions" in m:
+        c = m["final_vs_sft_instructions"]
+        d = c["difference"]
+        text = (
+            f"<p>Instruction following, final minus SFT: {100 * d['difference']:+.1f} points "
+            f"[{100 * d['low']:+.1f}, {100 * d['high']:+.1f}] (exact McNemar p = {c['p_value']:.3g}).</p>"
+        )
+    return (
+        "<h2>General-capability guards (the alignment tax)</h2><p>Instruction following with verifiable constraints "
+        "(IFEval's verifiers on 66 prompts) and MT-Bench's questions with reference answers, scored by code. "
+        "Brackets: 95% intervals.</p>" + _table(["guard", *names], rows) + text
+    )
 
 
 def _gold_section() -> str:

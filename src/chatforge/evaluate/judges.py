@@ -57,12 +57,16 @@ def words(text: str) -> list[str]:
 
 
 def is_loop(text: str) -> bool:
-    """A reply that mostly repeats itself: long, and compressing to under a fifth of its size (ordinary prose
-    compresses to about half), or one sentence making up most of it."""
+    """A reply that mostly repeats itself. Measured by how well it compresses (zlib): ordinary prose of a few
+    hundred characters compresses to about half its size, a reply that says the same few sentences over and over
+    to under two fifths. (Thresholds set against the first gold batch, base-model replies a reader called looping.)
+    Also a reply where one sentence makes up most of the sentences."""
     stripped = text.strip()
     if not stripped:
         return True
-    if len(stripped) >= 300 and len(zlib.compress(stripped.encode())) < 0.2 * len(stripped.encode()):
+    data = stripped.encode()
+    ratio = len(zlib.compress(data)) / len(data)
+    if (len(data) >= 300 and ratio < 0.39) or (len(data) >= 120 and ratio < 0.30):
         return True
     parts = [plain(s) for s in sentences(stripped)]
     if len(parts) >= 4:
@@ -279,7 +283,8 @@ _DOES_NOT_KNOW = re.compile(
     r"\b(?:i|i've) (?:couldn't|could not|can't|cannot) find\b|\b(?:does not|doesn't|may not|might not) (?:exist|be real)\b|"
     r"\bno (?:record|information|reliable information|knowledge|data) (?:of|about|on)\b|"
     r"\b(?:isn't|is not|wasn't|was not) (?:a real|real|something i know)\b|\bdon't have (?:that|this|any) information\b|"
-    r"\bonly you (?:can|know|would know)\b"
+    r"\bonly you (?:can|know|would know)\b|"
+    r"\b(?:don't|do not) have (?:the ability|any way|a way|the means) to (?:access|know|see|find|check|look)\b"
 )
 _CONFIDENT_CLAIM = re.compile(
     r"\b(?:will (?:be|win|reach|get)|is going to (?:be|win))\b[^.!?]{0,40}\b(?:\d|percent|%)|"

@@ -33,7 +33,7 @@ class Tally:
 
     @property
     def p_value(self) -> float:
-        return sign_test(self.wins, self.losses)
+        return sign_test(self.wins, self.losses, self.ties).p_value
 
     @property
     def decided_interval(self) -> tuple[float, float]:

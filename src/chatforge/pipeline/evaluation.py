@@ -16,7 +16,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-from chatforge import models
 from chatforge.pipeline.training import Work, engine
 from chatforge.recipe import Recipe
 
@@ -136,21 +135,30 @@ def winrate_stage(policy_eval: str, baseline_eval: str) -> Work:
 
 
 def guards_stage(recipe: Recipe, model_paths: dict[str, str]) -> Work:
-    """Instruction following and MT-Bench for each named model (SFT and the final policy)."""
+    """Instruction following (IFEval's verifiers) and MT-Bench (the questions with reference answers) for each
+    named model, and whether the final policy is worse than SFT beyond chance (McNemar on instruction following)."""
 
     def work(stage_dir: Path) -> tuple[dict[str, str], dict[str, Any]]:
-        from chatforge.evaluate.instructions import evaluate_instructions, instruction_prompts
-        from chatforge.evaluate.mtbench import evaluate_mtbench
+        from chatforge.data.mtbench import REFERENCE_CATEGORIES, mtbench_questions
+        from chatforge.evaluate import instructions, mtbench
 
         metrics: dict[str, Any] = {}
-        models.set_threads(recipe.threads)
+        reports = {}
+        questions = [q for q in mtbench_questions() if q.category in REFERENCE_CATEGORIES]
         for name, path in model_paths.items():
             generator = engine(path, recipe)
-            instructions = evaluate_instructions(generator, instruction_prompts())
-            mtbench = evaluate_mtbench(generator)
-            (stage_dir / f"{name}-instructions.json").write_text(json.dumps(instructions.to_dict(), indent=1) + "\n")
-            (stage_dir / f"{name}-mtbench.json").write_text(json.dumps(mtbench.to_dict(), indent=1) + "\n")
-            metrics[name] = {"instructions": instructions.summary(), "mtbench": mtbench.summary()}
+            followed = instructions.evaluate_instructions(generator, model_name=path, max_new_tokens=recipe.evaluation.max_new_tokens)
+            bench = mtbench.evaluate_mtbench(generator, questions, model_name=path, max_new_tokens=recipe.evaluation.max_new_tokens)
+            followed.write_json(stage_dir / f"{name}-instructions.json")
+            bench.write_json(stage_dir / f"{name}-mtbench.json")
+            reports[name] = followed
+            metrics[name] = {
+                "instructions": {k: v.to_dict() for k, v in followed.metrics().items()},
+                "mtbench_chrf": {k: v.to_dict() for k, v in bench.chrf_scores().items()},
+                "mtbench_accuracy": {k: v.to_dict() for k, v in bench.accuracy().items()},
+            }
+        if "sft" in reports and "final" in reports:
+            metrics["final_vs_sft_instructions"] = instructions.compare(reports["sft"], reports["final"]).to_dict()
         return {"dir": str(stage_dir)}, metrics
 
     return work

@@ -191,7 +191,7 @@ def ppo_stage(recipe: Recipe, policy: str, reward_model: str, round_index: int) 
             learning_rate=recipe.ppo.learning_rate,
             max_new_tokens=recipe.ppo.max_new_tokens,
             kl_coef=recipe.ppo.kl_coef,
-            kl_target=recipe.ppo.adaptive_kl_target,
+            adaptive_kl_target=recipe.ppo.adaptive_kl_target,
             ptx_coef=recipe.ppo.ptx_coef,
             truncation_reward=recipe.ppo.truncation_reward,
             decode_dtype=recipe.decode_dtype,
@@ -271,6 +271,9 @@ def best_of_n_stage(recipe: Recipe, policy: str, reward_model: str, round_index:
         (stage_dir / "winners.jsonl").write_text(
             "".join(json.dumps({"context": [m.to_dict() for m in w.context], "reply": w.best.text, "score": w.score}) + "\n" for w in kept)
         )
+        if not kept:  # every winner ran into the token limit: nothing fit to learn from, the policy stays as it was
+            (stage_dir / "run").mkdir(exist_ok=True)
+            return {"model": policy, "run": str(stage_dir / "run")}, {"winners": 0, "steps": 0, "reference": policy}
         model, tokenizer = models.load_model(policy)
         steps = max(1, recipe.best_of_n.epochs * len(kept) // 8)
         config = SFTConfig(

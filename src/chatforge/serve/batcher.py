@@ -7,9 +7,16 @@ out). Finished and cancelled rows leave at once, and columns that only padding s
 cache stays as narrow as the longest running request. The forward pass is the engine's (``TorchEngine.forward_pass``:
 the lean decoder and its ``KVCache`` where the model is supported, else the model's own forward with a
 transformers ``DynamicCache``); either holds the running batch and does the ``extend``/``select``/``trim``.
-Each request has its own
-``SamplingParams`` (rows with equal temperature/top-p/top-k are sampled together; a seeded request has its own
-generator). Sampling and detokenization reuse ``chatforge.generation`` (sample_tokens, IncrementalDetokenizer).
+
+Requests submitted together (``submit_group``: the n choices of one API request) are admitted together, and a
+prompt they share is prefilled once: its cache row is copied to each of them. Each request has its own
+``SamplingParams``: rows with plain equal temperature/top-p/top-k are sampled together; a seeded request has its own
+generator, and logit bias, presence/frequency penalties and a JSON-mode constraint (the tokens allowed next,
+``GenRequest.constraint``) are applied per row. Each sampled
+token's logprob is recorded, with its top alternatives where asked. Sampling and detokenization reuse
+``chatforge.generation`` (sample_tokens, IncrementalDetokenizer).
+
+``serial=True`` is the one-at-a-time baseline: a group is admitted only when the batch is empty.
 
 Models whose cache layers are not plain full-attention layers (sliding windows, e.g. Gemma 3) cannot have rows
 spliced in safely; for them new requests join only when the batch is empty (still batched with each other).
@@ -21,6 +28,7 @@ import contextlib
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,9 +42,11 @@ from chatforge.generation import (
     IncrementalDetokenizer,
     SamplingParams,
     TorchEngine,
+    adjust_logits,
     held_back,
     left_padded,
     sample_tokens,
+    top_alternatives,
 )
 
 EventFn = Callable[[str, Completion | None], None]
@@ -60,13 +70,24 @@ class GenRequest:
     emitted: int = 0
     generator: torch.Generator | None = None
     stops: tuple[str, ...] = ()
+    counts: torch.Tensor | None = None  # [V] tokens sampled so far, for the presence/frequency penalties
+    # what may come next (JSON mode: chatforge.serve.json_mode.JSONConstraint): mask() -> [V] bool, advance(token)
+    constraint: Any = None
 
     def cancel(self) -> None:
         self.cancelled.set()
 
 
+@dataclass
+class _Sampled:
+    token: int
+    logprob: float
+    top: list[tuple[int, float]] | None
+
+
 class ContinuousBatcher:
-    """``submit(request)`` from any thread; replies are produced by one background decode loop."""
+    """``submit(request)`` or ``submit_group(requests)`` from any thread; replies are produced by one background
+    decode loop."""
 
     def __init__(
         self,
@@ -76,13 +97,16 @@ class ContinuousBatcher:
         max_batch: int = 32,
         decoder: DecoderChoice = "auto",
         decode_dtype: torch.dtype | str | None = None,
+        serial: bool = False,
     ) -> None:
         # reuse its stop tokens, pad id, device and forward pass
         self.engine = TorchEngine(model, tokenizer, cache="dynamic", decoder=decoder, decode_dtype=decode_dtype)
         self.model = model
         self.tokenizer = tokenizer
         self.max_batch = max_batch
-        self._queue: queue.Queue[GenRequest] = queue.Queue()
+        self.serial = serial
+        self._queue: queue.Queue[list[GenRequest]] = queue.Queue()
+        self._waiting: deque[list[GenRequest]] = deque()  # groups taken off the queue, not yet admitted
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -112,11 +136,18 @@ class ContinuousBatcher:
             self._thread = None
 
     def submit(self, request: GenRequest) -> GenRequest:
-        if not request.prompt_ids:
-            raise ValueError("prompt is empty")
-        self._queue.put(request)
-        self._wake.set()
+        self.submit_group([request])
         return request
+
+    def submit_group(self, requests: list[GenRequest]) -> list[GenRequest]:
+        """Requests admitted together (the n choices of one prompt): a prompt they share is prefilled once."""
+        if not requests:
+            raise ValueError("no requests")
+        if any(not r.prompt_ids for r in requests):
+            raise ValueError("prompt is empty")
+        self._queue.put(list(requests))
+        self._wake.set()
+        return requests
 
     @property
     def running(self) -> int:
@@ -127,7 +158,7 @@ class ContinuousBatcher:
     def _run(self) -> None:
         with torch.inference_mode():
             while not self._stop.is_set():
-                if not self._rows and self._queue.empty():
+                if not self._rows and not self._waiting and self._queue.empty():
                     self._wake.wait(timeout=0.2)
                     self._wake.clear()
                     continue
@@ -139,47 +170,72 @@ class ContinuousBatcher:
                     for row in self._rows:
                         row.on_error(err)
                     self._reset()
-        for row in self._rows:
-            row.on_error(RuntimeError("server shutting down"))
         while not self._queue.empty():
-            self._queue.get_nowait().on_error(RuntimeError("server shutting down"))
+            self._waiting.append(self._queue.get_nowait())
+        for row in self._rows + [r for group in self._waiting for r in group]:
+            row.on_error(RuntimeError("server shutting down"))
 
     def _reset(self) -> None:
         self._rows, self._forward, self._positions, self._logits = [], None, None, None
 
-    def _take_new(self) -> list[GenRequest]:
-        room = self.max_batch - len(self._rows)
-        if room <= 0 or (self._rows and self._can_extend is False):
-            return []
-        new: list[GenRequest] = []
-        while len(new) < room:
+    def _take_new(self) -> list[list[GenRequest]]:
+        while True:
             try:
-                req = self._queue.get_nowait()
+                self._waiting.append(self._queue.get_nowait())
             except queue.Empty:
                 break
-            if req.cancelled.is_set():
-                self._finish(req, "cancelled")
-                continue
-            new.append(req)
-        return new
+        if self._rows and (self.serial or self._can_extend is False):
+            return []
+        room = self.max_batch - len(self._rows)
+        taken: list[list[GenRequest]] = []
+        while self._waiting:
+            group = []
+            for req in self._waiting[0]:
+                if req.cancelled.is_set():
+                    self._finish(req, "cancelled")
+                else:
+                    group.append(req)
+            if group and len(group) > room and (self._rows or taken):
+                break  # it waits for room; a group larger than max_batch still runs alone
+            self._waiting.popleft()
+            if group:
+                taken.append(group)
+                room -= len(group)
+                if self.serial:
+                    break
+        return taken
 
     def _admit(self) -> None:
-        new = self._take_new()
-        if not new:
+        groups = self._take_new()
+        if not groups:
             return
         device = self.engine.device
+        new = [req for group in groups for req in group]
         for req in new:
             req.completion = Completion(list(map(int, req.prompt_ids)))
             req.detok = IncrementalDetokenizer(self.tokenizer)
             req.stops = tuple(req.params.stop) + self.engine.default_stops
             if req.params.seed is not None:
                 req.generator = torch.Generator(device=device).manual_seed(req.params.seed)
-        ids, mask, positions = left_padded([r.prompt_ids for r in new], self.engine.pad_token_id, device)
+        # one prefill row per distinct prompt of a group; its cache row is then copied to each request
+        prompts: list[list[int]] = []
+        source: list[int] = []
+        for group in groups:
+            seen: dict[tuple[int, ...], int] = {}
+            for req in group:
+                source.append(seen.setdefault(tuple(req.prompt_ids), len(prompts)))
+                if source[-1] == len(prompts):
+                    prompts.append(req.prompt_ids)
+        ids, mask, positions = left_padded(prompts, self.engine.pad_token_id, device)
         forward = self.engine.forward_pass(ids.shape[1] + 64)
         logits = forward.prefill(ids, mask, positions)
+        next_pos = positions[:, -1:] + 1
+        if len(prompts) < len(new):
+            rows = torch.tensor(source, device=device)
+            forward.select(rows)
+            logits, next_pos = logits[rows], next_pos[rows]
         if self._can_extend is None:
             self._can_extend = forward.can_extend
-        next_pos = positions[:, -1:] + 1
         if not self._rows:
             self._rows, self._forward, self._positions, self._logits = new, forward, next_pos, logits
         else:
@@ -190,22 +246,44 @@ class ContinuousBatcher:
             self._rows = self._rows + new
         self.max_batch_seen = max(self.max_batch_seen, len(self._rows))
 
-    def _sample(self) -> list[int]:
+    def _sample(self) -> list[_Sampled]:
+        """Each row's next token. Rows with plain, equal sampling parameters are drawn together; a row with its own
+        generator, logit bias or penalties alone."""
         assert self._logits is not None
-        tokens: list[int] = [0] * len(self._rows)
-        groups: dict[tuple[float, float, int], list[int]] = {}
+        sampled: list[_Sampled | None] = [None] * len(self._rows)
+        plain: dict[tuple[float, float, int], list[int]] = {}
         for b, row in enumerate(self._rows):
-            if row.generator is not None:
-                t, _ = sample_tokens(self._logits[b : b + 1], row.params, row.generator)
-                tokens[b] = int(t[0])
+            p = row.params
+            if row.generator is not None or p.adjusts_logits or row.constraint is not None:
+                logits = self._logits[b : b + 1]
+                if p.adjusts_logits:
+                    if p.penalized and row.counts is None:
+                        row.counts = torch.zeros(logits.shape[-1], device=logits.device)
+                    logits = adjust_logits(logits, p, row.counts[None] if row.counts is not None else None)
+                if row.constraint is not None:
+                    allowed = row.constraint.mask()[: logits.shape[-1]].to(logits.device)
+                    logits = logits.masked_fill(~allowed, float("-inf"))
+                s = self._draw(logits, [row], row.generator)[0]
+                sampled[b] = s
+                if row.counts is not None:
+                    row.counts[s.token] += 1
+                if row.constraint is not None:
+                    row.constraint.advance(s.token)
             else:
-                p = row.params
-                groups.setdefault((p.temperature, p.top_p, p.top_k), []).append(b)
-        for idx in groups.values():
-            t, _ = sample_tokens(self._logits[idx], self._rows[idx[0]].params)
-            for b, tok in zip(idx, t.tolist(), strict=True):
-                tokens[b] = tok
-        return tokens
+                plain.setdefault((p.temperature, p.top_p, p.top_k), []).append(b)
+        for idx in plain.values():
+            for b, s in zip(idx, self._draw(self._logits[idx], [self._rows[b] for b in idx], None), strict=True):
+                sampled[b] = s
+        return [s for s in sampled if s is not None]
+
+    @staticmethod
+    def _draw(logits: torch.Tensor, rows: list[GenRequest], generator: torch.Generator | None) -> list[_Sampled]:
+        params = rows[0].params
+        tokens, logprobs = sample_tokens(logits, params, generator)
+        want = max(r.params.top_logprobs for r in rows)
+        top = top_alternatives(logits, params, want) if want else None
+        return [_Sampled(t, lp, top[i][: rows[i].params.top_logprobs] if top and rows[i].params.top_logprobs else None)
+                for i, (t, lp) in enumerate(zip(tokens.tolist(), logprobs.tolist(), strict=True))]
 
     def _finish(self, row: GenRequest, reason: str) -> None:
         if row.completion is None:
@@ -221,7 +299,7 @@ class ContinuousBatcher:
             row.on_event(delta, row.completion)
 
     def _step(self) -> None:
-        tokens = self._sample()
+        sampled = self._sample()
         now = time.perf_counter()
         keep: list[int] = []
         for b, row in enumerate(self._rows):
@@ -229,8 +307,11 @@ class ContinuousBatcher:
             if row.cancelled.is_set():
                 self._finish(row, "cancelled")
                 continue
-            token = tokens[b]
+            token = sampled[b].token
             row.completion.token_ids.append(token)
+            row.completion.logprobs.append(sampled[b].logprob)
+            if sampled[b].top is not None:
+                row.completion.top_logprobs.append(sampled[b].top)  # type: ignore[arg-type]
             if row.first_token_at is None:
                 row.first_token_at = now
             finish: str | None = None
@@ -263,7 +344,7 @@ class ContinuousBatcher:
             self._reset()
             return
         device = self.engine.device
-        token_tensor = torch.tensor([tokens[b] for b in keep], dtype=torch.long, device=device)
+        token_tensor = torch.tensor([sampled[b].token for b in keep], dtype=torch.long, device=device)
         assert self._positions is not None and self._forward is not None
         if len(keep) < len(self._rows):
             kept = torch.tensor(keep, device=device)
@@ -275,58 +356,8 @@ class ContinuousBatcher:
         self._positions = self._positions + 1
 
 
-class SerialServer:
-    """The baseline: one request at a time with plain ``TorchEngine.generate`` (its deltas still stream)."""
-
-    def __init__(self, model: Any, tokenizer: Any, *, decoder: DecoderChoice = "auto") -> None:
-        self.engine = TorchEngine(model, tokenizer, decoder=decoder)
-        self.tokenizer = tokenizer
-        self._queue: queue.Queue[GenRequest | None] = queue.Queue()
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> SerialServer:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="chatforge-serial", daemon=True)
-            self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._queue.put(None)
-        if self._thread is not None:
-            self._thread.join(timeout=30)
-            self._thread = None
-
-    def submit(self, request: GenRequest) -> GenRequest:
-        self._queue.put(request)
-        return request
-
-    @property
-    def running(self) -> int:
-        return 0
-
-    def _run(self) -> None:
-        while (req := self._queue.get()) is not None:
-            if req.cancelled.is_set():
-                req.on_event("", Completion(list(req.prompt_ids), finish_reason="cancelled"))  # type: ignore[arg-type]
-                continue
-
-            def on_step(events: list[Any], req: GenRequest = req) -> None:
-                for e in events:
-                    if req.first_token_at is None:
-                        req.first_token_at = time.perf_counter()
-                    if e.finished is None and e.delta:
-                        req.on_event(e.delta, None)
-                    elif e.finished is not None:
-                        req.on_event(e.delta, e.finished)
-
-            try:
-                self.engine.generate([req.prompt_ids], req.params, on_step=on_step)
-            except Exception as err:
-                req.on_error(err)
-
-
 def context_limit(model: Any) -> int:
     return int(getattr(model.config, "max_position_embeddings", 0) or 2048)
 
 
-__all__ = ["ContinuousBatcher", "GenRequest", "SerialServer", "context_limit"]
+__all__ = ["ContinuousBatcher", "GenRequest", "context_limit"]

@@ -61,6 +61,8 @@ async def read_json(request: Request, max_bytes: int) -> dict[str, Any]:
         data = json.loads(text)
     except json.JSONDecodeError as err:
         raise APIError(400, f"malformed JSON: {err.msg} at line {err.lineno} column {err.colno}", code="invalid_json") from None
+    except RecursionError:
+        raise APIError(400, "the JSON is nested too deeply", code="invalid_json") from None
     if not isinstance(data, dict):
         raise APIError(400, f"request body must be a JSON object, got {type(data).__name__}", code="invalid_json")
     return data

@@ -1,6 +1,8 @@
-"""Training stages. Each is a config dataclass plus one trainer class; the shared machinery (processes,
-precision, checkpoints, metrics) is in ``common``, the batch layout in ``packing``, the LM loss in ``token_loss``,
-the RL losses in ``losses``.
+"""Training stages. Each is a config dataclass plus one trainer class; what they share is in ``checkpoint`` (the run
+directory: checkpoints, resuming, the final model, metrics; the ``CheckpointedTrainer`` base class),
+``starting_point`` (the model to start from, LoRA), ``common`` (processes, precision, randomness), ``config``
+(config files and flags), ``packing`` (the batch layout), ``token_loss`` (the LM loss) and ``losses`` (the RL
+losses).
 
 * ``sft``: supervised fine-tuning on conversations (``SFTConfig``, ``SFTTrainer``);
 * ``reward``: the reward model on ranked comparisons (``RewardConfig``, ``RewardTrainer``, ``RewardModel``);

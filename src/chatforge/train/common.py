@@ -1,27 +1,24 @@
-"""What every chatforge trainer needs besides its loss: processes, precision, randomness, files, metrics.
+"""What every chatforge trainer needs besides its loss and its run directory: processes, precision, randomness.
 
 * ``Distributed``: the process group under ``torchrun`` (gloo on CPU), or a one-process stand-in, with the three
   collectives the trainers use;
 * ``bf16_supported``: whether bfloat16 autocast is fast here (measured: a CPU without native bf16 emulates it, and
   some torch builds are slower in bf16 even with it);
-* ``adamw``: the optimizer every trainer uses, torch's fused AdamW where it can run;
-* ``rng_state`` / ``set_rng_state``: every RNG a training step draws from, for exact resumption;
-* ``write_dir_atomically`` (from ``chatforge.atomic``): build a directory aside and rename it into place, so a
-  killed run never leaves a half-written checkpoint where a resume would look;
-* ``MetricsLog``: one JSON object per line in ``metrics.jsonl`` (plus TensorBoard when it is installed);
-* ``checkpoints`` / ``latest_checkpoint``: the ``checkpoint-<step>`` directories of a run.
+* ``adamw``: the optimizer every trainer uses, torch's fused AdamW where it can run; ``warmup_schedule`` for its
+  learning rate; ``optimizer_step`` (clip, step, clear) and ``gradient_sync`` (DDP's all-reduce once a step);
+* ``rng_state`` / ``set_rng_state``: every RNG a training step draws from, for exact resumption.
+
+The run directory (checkpoints, metrics, the final model) is ``checkpoint``'s.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
-import json
 import math
 import os
 import platform
 import random
-import re
-import shutil
 import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -30,11 +27,6 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-
-from chatforge.atomic import remove_leftovers, write_text_atomically
-from chatforge.atomic import (
-    write_dir_atomically as write_dir_atomically,  # trainers call common.write_dir_atomically
-)
 
 # --------------------------------------------------------------------------------------------------------------
 # Processes
@@ -179,6 +171,55 @@ def adamw(params: Any, lr: float, weight_decay: float = 0.0) -> torch.optim.Adam
     return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
 
 
+def adamw_with_decay(trainable: Sequence[torch.nn.Parameter], lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """``adamw`` with weight decay on the matrices only, not on biases and norm scales."""
+    return adamw(
+        [
+            {"params": [p for p in trainable if p.ndim >= 2], "weight_decay": weight_decay},
+            {"params": [p for p in trainable if p.ndim < 2], "weight_decay": 0.0},
+        ],
+        lr=lr,
+    )
+
+
+def warmup_schedule(
+    optimizer: torch.optim.Optimizer, warmup: int, *, decay: str = "constant", total_steps: int | None = None
+) -> Any:
+    """A linear warmup over ``warmup`` steps, then the learning rate constant or, with ``decay="cosine"``, down a
+    cosine to 0 at ``total_steps``."""
+    from transformers import get_constant_schedule_with_warmup, get_cosine_schedule_with_warmup
+
+    if decay == "cosine":
+        assert total_steps is not None
+        return get_cosine_schedule_with_warmup(optimizer, warmup, total_steps)
+    return get_constant_schedule_with_warmup(optimizer, warmup)
+
+
+def optimizer_step(
+    trainable: Sequence[torch.nn.Parameter], optimizer: torch.optim.Optimizer, scheduler: Any, max_grad_norm: float | None
+) -> float:
+    """Clip the gradient norm to ``max_grad_norm`` (None: no clipping), step the optimizer and the schedule, clear
+    the gradients. Returns the gradient norm before clipping."""
+    limit = max_grad_norm if max_grad_norm is not None else math.inf
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(trainable, limit))
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return grad_norm
+
+
+def gradient_sync(module: torch.nn.Module, last: bool) -> contextlib.AbstractContextManager[Any]:
+    """Around one micro-batch's backward: under DistributedDataParallel the gradients are all-reduced only at the
+    ``last`` micro-batch of a step (``no_sync`` for the others); elsewhere nothing."""
+    no_sync = getattr(module, "no_sync", None)
+    return contextlib.nullcontext() if last or no_sync is None else no_sync()
+
+
+def use_bf16(setting: bool | str, device: torch.device) -> bool:
+    """A config's ``bf16`` (True, False or "auto") as a decision: "auto" means where it runs natively."""
+    return bf16_supported(device) if setting == "auto" else bool(setting)
+
+
 def bf16_supported(device: torch.device) -> bool:
     """Whether bfloat16 autocast runs natively (fast) on ``device``."""
     if device.type == "cpu":
@@ -207,194 +248,3 @@ def set_rng_state(state: Mapping[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
-
-
-def checkpoints(output_dir: Path, *, marker: str) -> list[tuple[int, Path]]:
-    """(step, path) of the complete ``checkpoint-<step>`` directories (those holding ``marker``), oldest first."""
-    if not output_dir.is_dir():
-        return []
-    found = []
-    for entry in output_dir.iterdir():
-        match = _CHECKPOINT.match(entry.name)
-        if match and (entry / marker).is_file():
-            found.append((int(match.group(1)), entry))
-    return sorted(found)
-
-
-def latest_checkpoint(output_dir: Path, *, marker: str) -> Path | None:
-    found = checkpoints(output_dir, marker=marker)
-    return found[-1][1] if found else None
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Metrics
-# --------------------------------------------------------------------------------------------------------------
-
-
-def _tensorboard_writer(log_dir: Path) -> Any | None:
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:  # tensorboard is optional
-        return None
-    return SummaryWriter(log_dir=str(log_dir))
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """The records of a JSONL file; a torn last line (a killed writer) is ignored."""
-    if not path.is_file():
-        return []
-    records = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return records
-
-
-class MetricsLog:
-    """Append-only ``metrics.jsonl``; each record has a ``step``. Inactive (writes nothing) off the main process."""
-
-    def __init__(self, path: Path, *, active: bool = True, tensorboard: bool = True) -> None:
-        self.path = path
-        self.active = active
-        self._tensorboard = (
-            _tensorboard_writer(path.parent / "tensorboard") if active and tensorboard else None
-        )
-        self._handle: Any = None
-
-    def keep_until(self, step: int) -> None:
-        """Drop records after ``step``: a resumed run redoes those steps and logs them again."""
-        if not self.active or not self.path.exists():
-            return
-        kept = [r for r in read_jsonl(self.path) if int(r.get("step", 0)) <= step]
-        write_text_atomically(self.path, "".join(json.dumps(r) + "\n" for r in kept))
-
-    def clear(self) -> None:
-        if self.active and self.path.exists():
-            self.path.unlink()
-
-    def write(self, record: Mapping[str, Any]) -> None:
-        if not self.active:
-            return
-        if self._handle is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._handle = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (kept open for the whole run)
-        self._handle.write(json.dumps(dict(record)) + "\n")
-        self._handle.flush()
-        if self._tensorboard is not None:
-            prefix = str(record.get("kind", "train"))
-            for key, value in record.items():
-                if key not in ("step", "kind") and isinstance(value, (int, float)) and math.isfinite(value):
-                    self._tensorboard.add_scalar(f"{prefix}/{key}", value, int(record["step"]))
-
-    def close(self) -> None:
-        if self._handle is not None:
-            self._handle.close()
-            self._handle = None
-        if self._tensorboard is not None:
-            self._tensorboard.close()
-            self._tensorboard = None
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Run directories, and resuming from a checkpoint
-# --------------------------------------------------------------------------------------------------------------
-
-
-def prepare_run_dir(
-    output_dir: Path,
-    dist: Distributed,
-    *,
-    resume: bool,
-    overwrite: bool,
-    what: str,
-    state_file: str,
-    markers: Sequence[str] = ("metrics.jsonl", "final"),
-    files: Sequence[str] = ("metrics.jsonl", "run.json"),
-) -> None:
-    """Make ``output_dir`` ready for a run. An earlier run there (any of ``markers``, or a checkpoint) is refused
-    unless the run resumes it or ``overwrite`` says to delete it (its ``files``, final model, adapter, TensorBoard
-    logs and checkpoints). Rank 0 decides; every process learns the answer, so none is left waiting."""
-    refusal = None
-    if dist.is_main:
-        earlier = [name for name in markers if (output_dir / name).exists()]
-        earlier += [p.name for _, p in checkpoints(output_dir, marker=state_file)]
-        if earlier and not resume and not overwrite:
-            refusal = (
-                f"{output_dir} already holds a {what} run ({', '.join(sorted(earlier)[:3])}); "
-                "resume it (resume=True, --resume) or start over (overwrite=True, --overwrite)"
-            )
-        elif earlier and not resume:
-            for name in files:
-                (output_dir / name).unlink(missing_ok=True)
-            for name in ("final", "adapter", "tensorboard"):
-                shutil.rmtree(output_dir / name, ignore_errors=True)
-            for _, path in checkpoints(output_dir, marker=state_file):
-                shutil.rmtree(path)
-        if refusal is None:
-            output_dir.mkdir(parents=True, exist_ok=True)
-            remove_leftovers(output_dir)
-    refusal = dist.broadcast(refusal)
-    if refusal is not None:
-        raise FileExistsError(refusal)
-
-
-def load_weights(model: torch.nn.Module, directory: Path) -> None:
-    """Load a checkpoint's safetensors into ``model`` in place (the optimizer keeps pointing at the same tensors)."""
-    from safetensors.torch import load_file
-
-    state: dict[str, torch.Tensor] = {}
-    for path in sorted(directory.glob("*.safetensors")):
-        state.update(load_file(path))
-    known = model.state_dict()
-    # Tied weights (lm_head = embed_tokens) are saved once; named_parameters() lists each tensor once too.
-    missing = [name for name, _ in model.named_parameters() if name not in state]
-    unexpected = [name for name in state if name not in known]
-    if missing or unexpected:
-        raise ValueError(
-            f"{directory} does not match the model being trained (missing {missing[:3]}, unexpected {unexpected[:3]})"
-        )
-    model.load_state_dict(state, strict=False)
-
-
-def read_trainer_state(
-    checkpoint: Path,
-    *,
-    state_file: str,
-    version: int,
-    plan: Mapping[str, Any],
-    error: type[ValueError],
-    hash_note: str,
-) -> dict[str, Any]:
-    """A checkpoint's trainer state, refused (with ``error``) if another chatforge version wrote it or if the run
-    would not continue the same data order: ``plan`` holds what decides that order, ``hash_note`` says which of its
-    entries is a hash of what."""
-    state: dict[str, Any] = torch.load(checkpoint / state_file, map_location="cpu", weights_only=True)
-    if state.get("version") != version:
-        raise error(f"{checkpoint} was written by an incompatible chatforge version")
-    changed = [f"{key}: {state['plan'].get(key)!r} -> {value!r}" for key, value in plan.items() if state["plan"].get(key) != value]
-    if changed:
-        raise error(
-            f"cannot resume from {checkpoint}: the run would not continue the same data order because these "
-            f"changed: {'; '.join(changed)} (world_size is the number of processes, {hash_note}); restore them, "
-            "or start over with overwrite"
-        )
-    return state
-
-
-def restore_weights(model: torch.nn.Module, checkpoint: Path, *, lora: bool, error: type[ValueError]) -> None:
-    """Put a checkpoint's trained weights back into ``model`` in place: its LoRA adapter, or the full model."""
-    if not lora:
-        load_weights(model, checkpoint / "model")
-        return
-    from peft import set_peft_model_state_dict
-    from safetensors.torch import load_file
-
-    result = set_peft_model_state_dict(model, load_file(checkpoint / "adapter" / "adapter_model.safetensors"))
-    unexpected = list(getattr(result, "unexpected_keys", []))
-    if unexpected:
-        raise error(f"{checkpoint}/adapter does not match this model: {unexpected[:3]}")

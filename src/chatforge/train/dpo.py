@@ -15,32 +15,25 @@ and step, and resume exactly.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import json
 import logging
 import random
-import shutil
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import torch
-from pydantic import ConfigDict
 from torch import nn
 
 from chatforge import chat, models
-from chatforge.train import common, losses, packing, rollout
+from chatforge.train import common, losses, packing, rollout, starting_point
 from chatforge.train import config as config_io
-from chatforge.train.sft import SFTTrainer, _link_tree, _with_lora
+from chatforge.train.checkpoint import CheckpointedTrainer
+from chatforge.train.command import StageCommand
 
 log = logging.getLogger(__name__)
-
-STATE_FILE = "trainer_state.pt"
-STATE_VERSION = 1
 
 
 class DPOConfigError(ValueError):
@@ -48,8 +41,9 @@ class DPOConfigError(ValueError):
 
 
 @dataclass
-class DPOConfig(config_io.ConfigIO):
-    __pydantic_config__: ClassVar[ConfigDict] = ConfigDict(extra="forbid")
+class DPOConfig(config_io.ConfigIO, config_io.RunOptions, config_io.PolicyLoRAOptions):
+    """Everything that decides a DPO run. YAML keys and long CLI flags have the same names."""
+
     _error: ClassVar[type[ValueError]] = DPOConfigError
     _what: ClassVar[str] = "DPO"
 
@@ -66,48 +60,20 @@ class DPOConfig(config_io.ConfigIO):
     warmup_steps: int = field(default=0, metadata={"help": "linear warmup steps"})
     max_grad_norm: float | None = field(default=1.0, metadata={"help": "gradient clipping (null: off)"})
     seed: int = field(default=0, metadata={"help": "seed of pair order and LoRA init"})
-    bf16: bool | Literal["auto"] = field(
-        default="auto", metadata={"help": "bf16 autocast: auto uses it where the hardware has native bf16"}
-    )
-    lora: bool = field(default=False, metadata={"help": "train LoRA adapters (reference = adapters disabled)"})
-    lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
-    lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling numerator"})
-    lora_dropout: float = field(default=0.0, metadata={"help": "LoRA dropout (unused: eval-mode forward)"})
-    lora_target_modules: list[str] | str = field(default="all-linear", metadata={"help": "modules to adapt"})
-    save_every: int | None = field(default=None, metadata={"help": "checkpoint every N steps (and at the end)"})
-    save_limit: int | None = field(default=2, metadata={"help": "keep the newest N checkpoints"})
-    resume: bool = field(default=False, metadata={"help": "continue from the newest checkpoint"})
-    overwrite: bool = field(default=False, metadata={"help": "delete an earlier run in output_dir"})
-    threads: int | None = field(default=None, metadata={"help": "torch threads"})
-    tensorboard: bool = field(default=True, metadata={"help": "also log to TensorBoard when installed"})
-    progress: bool = field(default=True, metadata={"help": "show a progress bar"})
 
-    def __post_init__(self) -> None:
-        self._check()
-
-    def problems(self) -> list[str]:
-        out: list[str] = []
-        number = config_io.number_checker(self, out)
-        if not isinstance(self.output_dir, str) or not self.output_dir.strip():
-            out.append("output_dir must be a non-empty path")
+    def _own_problems(self, number: Callable[..., None], out: list[str]) -> None:
         number("beta", minimum=0.0, inclusive=False)
         number("label_smoothing", minimum=0.0)
         if isinstance(self.label_smoothing, (int, float)) and self.label_smoothing >= 0.5:
             out.append(f"label_smoothing must be below 0.5, got {self.label_smoothing!r}")
         number("learning_rate", minimum=0.0, inclusive=False)
-        for name in ("epochs", "batch_pairs", "lora_r", "lora_alpha"):
-            number(name, minimum=1, integer=True)
+        number("epochs", minimum=1, integer=True)
+        number("batch_pairs", minimum=1, integer=True)
         number("max_steps", minimum=1, integer=True, optional=True)
         number("max_seq_len", minimum=4, integer=True)
         number("warmup_steps", minimum=0, integer=True)
         number("seed", minimum=0, integer=True)
         number("max_grad_norm", minimum=0.0, inclusive=False, optional=True)
-        number("save_every", minimum=1, integer=True, optional=True)
-        number("save_limit", minimum=1, integer=True, optional=True)
-        number("threads", minimum=1, integer=True, optional=True)
-        if self.resume and self.overwrite:
-            out.append("resume and overwrite contradict each other: give one")
-        return out
 
 
 @dataclass(frozen=True)
@@ -169,8 +135,19 @@ class DPOResult:
     final_dir: Path | None
     adapter_dir: Path | None
 
+    def summary(self) -> str:
+        """What ``chatforge dpo`` prints at the end."""
+        return f"done: {self.step} steps, loss {self.loss:.4f}, accuracy {self.accuracy:.3f}\npolicy: {self.final_dir}"
 
-class DPOTrainer:
+
+class DPOTrainer(CheckpointedTrainer[DPOResult]):
+    """DPO on ``policy`` (trained in place; with LoRA ``trainer.model`` is the peft model) from comparisons."""
+
+    what = "DPO"
+    config_error = DPOConfigError
+    plan_note = "pairs the number of preference pairs"
+    config: DPOConfig
+
     def __init__(
         self,
         config: DPOConfig,
@@ -180,12 +157,8 @@ class DPOTrainer:
         *,
         on_log: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
-        self.config = config
+        super().__init__(config, next(policy.parameters()).device, on_log)
         self.tokenizer = tokenizer
-        self.on_log = on_log
-        self.output_dir = Path(config.output_dir)
-        self.device = next(policy.parameters()).device
-        self.dist = common.Distributed.setup(self.device)
         self.pairs = preference_pairs(tokenizer, comparisons, config.max_seq_len)
         if len(self.pairs) < config.batch_pairs * self.dist.world_size:
             raise DPOConfigError(f"{len(self.pairs)} preference pairs: fewer than one step takes")
@@ -193,20 +166,16 @@ class DPOTrainer:
         random.seed(config.seed)
         torch.manual_seed(config.seed)
         if config.lora:
-            policy = _with_lora(policy, config)  # type: ignore[arg-type]
+            policy = starting_point.with_lora(policy, config)
         self.model = policy.eval()
-        self.bf16 = common.bf16_supported(self.device) if config.bf16 == "auto" else bool(config.bf16)
+        self.bf16 = common.use_bf16(config.bf16, self.device)
         self._module = _SequenceLogprobs(self.model, torch.bfloat16 if self.bf16 else None)
         self.trainable = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = common.adamw(self.trainable, lr=config.learning_rate)
-        from transformers import get_constant_schedule_with_warmup
-
-        self.scheduler = get_constant_schedule_with_warmup(self.optimizer, config.warmup_steps)
+        self.scheduler = common.warmup_schedule(self.optimizer, config.warmup_steps)
         self.steps_per_epoch = len(self.pairs) // (config.batch_pairs * self.dist.world_size)
         self.total_steps = config.max_steps or self.steps_per_epoch * config.epochs
-        self.step = 0
         self.reference = self._reference_logprobs()  # [pairs, 2], before any update
-        self.metrics = common.MetricsLog(self.output_dir / "metrics.jsonl", active=False)
 
     def _pack(self, indices: Sequence[int]) -> rollout.Packed:
         sequences = [s for i in indices for s in (self.pairs[i].chosen, self.pairs[i].rejected)]
@@ -228,31 +197,11 @@ class DPOTrainer:
         first = (within * self.dist.world_size + self.dist.rank) * size
         return order[first : first + size]
 
-    def train(self, resume: bool | None = None) -> DPOResult:
-        from chatforge.train.ppo import PPOTrainer  # the run-directory handling is the same as PPO's
-
-        resume = self.config.resume if resume is None else resume
-        models.set_threads(self.config.threads)
-        models.keep_freed_memory()
-        try:
-            PPOTrainer._prepare_output_dir(self, resume)  # type: ignore[arg-type]
-            self.metrics = common.MetricsLog(
-                self.output_dir / "metrics.jsonl", active=self.dist.is_main, tensorboard=self.config.tensorboard
-            )
-            if resume:
-                self._load_latest_checkpoint()
-            return self._run()
-        finally:
-            self.metrics.close()
-            self.dist.close()
-
     def _run(self) -> DPOResult:
-        module: nn.Module = self._module
-        if self.dist.active:
-            from torch.nn.parallel import DistributedDataParallel
-
-            module = DistributedDataParallel(self._module)
+        module = self._distributed(self._module)
         loss_value = accuracy = None
+        bar = self._progress_bar()
+        run_started = time.monotonic()
         while self.step < self.total_steps:
             started = time.monotonic()
             indices = self.step_pairs(self.step)
@@ -262,11 +211,7 @@ class DPOTrainer:
                 logps[:, 0], logps[:, 1], ref[:, 0], ref[:, 1], self.config.beta, self.config.label_smoothing
             )
             loss.backward()
-            limit = self.config.max_grad_norm if self.config.max_grad_norm is not None else float("inf")
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(self.trainable, limit))
-            self.optimizer.step()
-            self.scheduler.step()
-            self.optimizer.zero_grad(set_to_none=True)
+            grad_norm = common.optimizer_step(self.trainable, self.optimizer, self.scheduler, self.config.max_grad_norm)
             self.step += 1
             n = len(indices)
             total, loss_sum, correct, margin, rc, rr = self.dist.sum(
@@ -278,90 +223,52 @@ class DPOTrainer:
                       "margin": margin / total, "reward_chosen": rc / total, "reward_rejected": rr / total,
                       "grad_norm": grad_norm, "lr": float(self.scheduler.get_last_lr()[0]),
                       "step_time": time.monotonic() - started}
-            self.metrics.write(record)
-            if self.on_log is not None:
-                self.on_log(record)
-            if (self.config.save_every and self.step % self.config.save_every == 0) or self.step == self.total_steps:
-                self._save_checkpoint()
-        final, adapter = self.output_dir / "final", self.output_dir / "adapter"
-        if self.dist.is_main:
-            checkpoint = self._checkpoint_dir(self.step)
-            common.write_dir_atomically(final, lambda tmp: _link_tree(checkpoint / "model", tmp))
-            if self.config.lora:
-                common.write_dir_atomically(adapter, lambda tmp: _link_tree(checkpoint / "adapter", tmp))
-        self.dist.barrier()
-        return DPOResult(self.step, loss_value, accuracy, self._checkpoint_dir(self.step), final,
-                         adapter if self.config.lora else None)
+            self._log_step(bar, record, loss=f"{loss_value:.4f}", acc=f"{accuracy:.3f}")
+            if self._due(self.config.save_every):
+                self.save_checkpoint(self._elapsed(run_started))
+        bar.close()
+        final, adapter = self.publish_final()
+        return DPOResult(self.step, loss_value, accuracy, self.checkpoint_dir(self.step), final, adapter)
 
-    def _checkpoint_dir(self, step: int) -> Path:
-        return self.output_dir / f"checkpoint-{step}"
+    # ----------------------------------------------------------------------------------------------------------
+    # What the run directory saves (see checkpoint.CheckpointedTrainer): the reference log-probs too
+    # ----------------------------------------------------------------------------------------------------------
 
-    def _save_checkpoint(self) -> None:
-        rng_states = self.dist.gather(common.rng_state())
-        if self.dist.is_main:
-            state = {"version": STATE_VERSION, "step": self.step, "optimizer": self.optimizer.state_dict(),
-                     "scheduler": self.scheduler.state_dict(), "rng": rng_states, "reference": self.reference,
-                     "plan": {"seed": self.config.seed, "batch_pairs": self.config.batch_pairs,
-                              "world_size": self.dist.world_size, "pairs": len(self.pairs)}}
+    def plan_signature(self) -> dict[str, Any]:
+        return self._plan(("seed", "batch_pairs"), pairs=len(self.pairs))
 
-            def fill(tmp: Path) -> None:
-                SFTTrainer._save_model(self, tmp / "model")  # type: ignore[arg-type]
-                if self.config.lora:
-                    self.model.save_pretrained(tmp / "adapter")
-                (tmp / "trainer_state.json").write_text(json.dumps({"step": self.step, "config": self.config.to_dict()}, indent=2))
-                torch.save(state, tmp / STATE_FILE)
+    def _extra_state(self) -> dict[str, Any]:
+        return {"reference": self.reference}
 
-            common.write_dir_atomically(self._checkpoint_dir(self.step), fill)
-            if self.config.save_limit is not None:
-                for _, old in common.checkpoints(self.output_dir, marker=STATE_FILE)[: -self.config.save_limit]:
-                    shutil.rmtree(old, ignore_errors=True)
-        self.dist.barrier()
-
-    def _load_latest_checkpoint(self) -> None:
-        checkpoint = common.latest_checkpoint(self.output_dir, marker=STATE_FILE)
-        if checkpoint is None:
-            self.metrics.keep_until(0)
-            return
-        state = torch.load(checkpoint / STATE_FILE, map_location="cpu", weights_only=True)
-        plan = {"seed": self.config.seed, "batch_pairs": self.config.batch_pairs,
-                "world_size": self.dist.world_size, "pairs": len(self.pairs)}
-        if state.get("version") != STATE_VERSION or state["plan"] != plan:
-            raise DPOConfigError(f"cannot resume from {checkpoint}: {state.get('plan')} -> {plan}")
-        common.restore_weights(self.model, checkpoint, lora=self.config.lora, error=DPOConfigError)
+    def _restore_extra_state(self, state: dict[str, Any]) -> None:
         self.reference = state["reference"]  # the initial policy's, not the checkpoint's
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.step = int(state["step"])
-        common.set_rng_state(state["rng"][self.dist.rank])
-        self.metrics.keep_until(self.step)
 
 
-_ALIASES = {"output_dir": ["--out"], "learning_rate": ["--lr"]}
+# --------------------------------------------------------------------------------------------------------------
+# The command
+# --------------------------------------------------------------------------------------------------------------
 
 
-def run_command(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        config = config_io.config_from_args(DPOConfig, args)
-        if not config.policy or not config.comparisons:
-            raise DPOConfigError("give --policy and --comparisons")
-        models.set_threads(config.threads)
-        from chatforge.data.comparisons import load_comparisons
-        from chatforge.train.ppo import load_policy
+def build(config: DPOConfig) -> DPOTrainer:
+    """direct preference optimisation on comparison records
 
-        comparisons = load_comparisons(config.comparisons)
-        policy, tokenizer = load_policy(config.policy)
-        trainer = DPOTrainer(config, policy, tokenizer, comparisons)
-        result = trainer.train()
-    except (DPOConfigError, chat.ConversationError, models.ModelNotFoundError, FileExistsError, ValueError) as err:
-        print(f"chatforge dpo: error: {err}", file=sys.stderr)
-        return 2
-    if trainer.dist.is_main:
-        print(f"done: {result.step} steps, loss {result.loss:.4f}, accuracy {result.accuracy:.3f}\npolicy: {result.final_dir}")
-    return 0
+    DPO (Rafailov et al. 2023) on comparison records: no reward model, no sampling. Run under
+    `torchrun --nproc_per_node=N -m chatforge.train dpo ...` for N processes.
+    """
+    if not config.policy or not config.comparisons:
+        raise DPOConfigError("give --policy and --comparisons")
+    from chatforge.data.comparisons import load_comparisons
+
+    comparisons = load_comparisons(config.comparisons)  # (before the model: a bad file fails fast)
+    policy, tokenizer = starting_point.load_policy(config.policy)
+    return DPOTrainer(config, policy, tokenizer, comparisons)
 
 
-def register_cli(subparsers: Any) -> None:
-    parser = subparsers.add_parser("dpo", help="direct preference optimisation on comparison records")
-    config_io.add_config_arguments(parser, DPOConfig, _ALIASES)
-    parser.set_defaults(func=run_command)
+COMMAND = StageCommand(
+    "dpo", DPOConfig, build, (DPOConfigError, chat.ConversationError, models.ModelNotFoundError, FileExistsError,
+                              ValueError),
+    aliases={"output_dir": ["--out"], "learning_rate": ["--lr"]},
+)
+run_command = COMMAND.run
+register_cli = COMMAND.register
+main = COMMAND.main

@@ -239,3 +239,11 @@ def collate(
         num_tokens=sum(lengths[i] for i in indices),
         num_examples=len(indices),
     )
+
+
+def process_share(plan: Sequence[list[int]], step_in_epoch: int, grad_accum: int, rank: int, world_size: int) -> list[list[int]]:
+    """The micro-batches of ``plan`` (an epoch's, all processes together) that process ``rank`` trains on in step
+    ``step_in_epoch``: micro-batch m of process r is the step's (m * world_size + r)-th, so one process accumulating
+    A micro-batches sees the same micro-batches as A processes without accumulation."""
+    first = step_in_epoch * grad_accum * world_size
+    return [plan[first + m * world_size + rank] for m in range(grad_accum)]

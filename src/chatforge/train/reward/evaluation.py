@@ -1,4 +1,6 @@
-"""How good is a reward model? Scored against held-out comparisons it never trained on.
+"""How good is a reward model? Scored against held-out comparisons it never trained on: a diagnostic of the
+reward-model training (``RewardTrainer`` writes it into its run directory, ``chatforge rm-eval`` on any
+comparisons), not part of chatforge's evaluation of the policy, which stays independent of training signals.
 
 ``evaluate_reward_model(reward_model, comparisons, out_dir)`` writes ``rm_eval.json`` and two plots:
 
@@ -24,6 +26,7 @@ from typing import Any, Protocol
 
 import torch
 
+from chatforge.atomic import write_text_atomically
 from chatforge.chat import Conversation
 from chatforge.data.comparisons import Comparison
 from chatforge.train import losses
@@ -38,7 +41,7 @@ class PlottingUnavailable(RuntimeError):
 
 
 class Scorer(Protocol):
-    """What the evaluation needs of a reward model (``chatforge.train.reward.RewardModel`` is one)."""
+    """What the evaluation needs of a reward model (``RewardModel`` is one)."""
 
     tokenizer: Any
 
@@ -72,25 +75,31 @@ def _accuracy(correct: float, pairs: int) -> float | None:
     return correct / pairs if pairs else None
 
 
-def _pearson(xs: Sequence[float], ys: Sequence[float]) -> float | None:
+def _centered_sums(xs: Sequence[float], ys: Sequence[float]) -> tuple[float, float, float] | None:
+    """(Sxx, Syy, Sxy): the sums of squares and of products about the means; None below two points."""
     n = len(xs)
     if n < 2:
         return None
     mx, my = sum(xs) / n, sum(ys) / n
-    sxx = sum((x - mx) ** 2 for x in xs)
-    syy = sum((y - my) ** 2 for y in ys)
-    if sxx == 0 or syy == 0:
+    return (
+        sum((x - mx) ** 2 for x in xs),
+        sum((y - my) ** 2 for y in ys),
+        sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)),
+    )
+
+
+def _pearson(xs: Sequence[float], ys: Sequence[float]) -> float | None:
+    sums = _centered_sums(xs, ys)
+    if sums is None or sums[0] == 0 or sums[1] == 0:
         return None
-    return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / math.sqrt(sxx * syy)
+    sxx, syy, sxy = sums
+    return sxy / math.sqrt(sxx * syy)
 
 
 def _slope(xs: Sequence[float], ys: Sequence[float]) -> float | None:
-    n = len(xs)
-    if n < 2:
-        return None
-    mx, my = sum(xs) / n, sum(ys) / n
-    sxx = sum((x - mx) ** 2 for x in xs)
-    return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sxx if sxx else None
+    """The least-squares slope of ys on xs."""
+    sums = _centered_sums(xs, ys)
+    return sums[2] / sums[0] if sums is not None and sums[0] else None
 
 
 def calibration_bins(
@@ -226,9 +235,7 @@ def evaluate_reward_model(
             is_top = [(i, k) in top for i, c in enumerate(comparisons) for k in range(c.k)]
             _plot_length(plt, all_lengths, all_scores, is_top, report["length"], out / LENGTH_PLOT)
             report["plots"] = {"calibration": CALIBRATION_PLOT, "reward_vs_length": LENGTH_PLOT}
-        tmp = out / f".{EVAL_FILE}.tmp"
-        tmp.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-        tmp.replace(out / EVAL_FILE)
+        write_text_atomically(out / EVAL_FILE, json.dumps(report, indent=2) + "\n")
     return report
 
 

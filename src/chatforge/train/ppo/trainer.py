@@ -1,42 +1,8 @@
-"""PPO with a per-token KL penalty to the SFT model (InstructGPT step 3), optionally PPO-ptx.
-
-``PPOTrainer(config, policy, tokenizer, reward, prompts, ptx_conversations=None).train()``. ``reward`` is a
-``RewardModel`` (``chatforge.train.reward``) or any callable ``score(conversations) -> list[float]``.
-
-One step:
-
-1. **rollout**: each process samples one response per prompt of its share of the step's prompts with the
-   generation engine on the policy (``TorchEngine``, temperature ``config.temperature``, default 1, no top-k/p);
-2. **score**: the reward model scores each (context, response); truncated responses (no end-of-turn within
-   ``max_new_tokens``) can get a fixed ``truncation_reward`` instead, empty ones get ``empty_reward``;
-3. **old log-probs, values, reference log-probs**: one no-grad, eval-mode forward pass of the policy over the
-   packed sequences (we do *not* reuse the sampling log-probs: batched KV-cache decoding and the packed training
-   forward differ in numerics, and PPO's first ratio must be exactly 1); the reference is the same weights with
-   the LoRA adapters disabled, or a frozen copy of the initial policy without LoRA;
-4. **rewards**: r_t = -beta (logp_t - logp_ref_t) at every response token, plus the score at the last one;
-   beta fixed, or adapted towards ``kl_target`` (Ziegler et al. 2019);
-5. **GAE** (gamma, lambda) with the value head's estimates; advantages whitened over the rollout batch (all
-   processes);
-6. ``ppo_epochs`` passes over shuffled minibatches: clipped policy loss + vf_coef * clipped value loss
-   - entropy_coef * entropy (+ ptx_coef * SFT loss on SFT conversations), one optimizer step per minibatch; the
-   epochs stop early when a minibatch's approx-KL to the rollout policy exceeds ``target_kl``.
-
-The critic is a scalar linear head on the policy's final hidden state (shared trunk), not a second model: on a
-CPU the costly part of a step is the transformer, and a shared trunk computes log-probs, entropies and values in
-the same forward pass; a separate critic would double the forward and backward cost and the memory. The head
-starts at zero (a value of 0 everywhere) and is saved with the trainer state (``value_head`` in
-``trainer_state.pt``) and as ``value_head.safetensors`` in each checkpoint and in ``final/``.
-
-All forward passes run in eval mode (no dropout), so the rollout policy and the policy being optimised differ only
-by the updates. A run directory looks like SFT's: ``metrics.jsonl``, ``reward_kl.png``, ``checkpoint-<step>/``,
-``final/`` (and ``adapter/`` with LoRA). Resuming restores model, value head, optimizer, scheduler, every
-process's RNG, the step and the adaptive KL coefficient; sampling is seeded per (step, process), so a resumed run
-produces the very same rollouts.
-"""
+"""``PPOTrainer``: rollouts, rewards with the KL penalty, GAE and the clipped PPO update (see the package docstring
+for one step), with the value head on the policy's trunk."""
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import copy
 import hashlib
@@ -44,158 +10,23 @@ import json
 import logging
 import random
 import shutil
-import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any
 
 import torch
-from pydantic import ConfigDict
 from torch import nn
 
-from chatforge import chat, models
+from chatforge import chat
 from chatforge.decoder import LeanDecoder, base_model, unsupported_reason
 from chatforge.generation import SamplingParams, TorchEngine, left_padded
-from chatforge.train import common, losses, packing, rollout, token_loss
-from chatforge.train import config as config_io
-from chatforge.train.sft import SFTTrainer, _link_tree, _with_lora, read_conversations
+from chatforge.train import common, losses, packing, rollout, starting_point, token_loss
+from chatforge.train.checkpoint import CheckpointedTrainer, read_jsonl
+from chatforge.train.ppo.config import PPOConfig, PPOConfigError
 
 log = logging.getLogger(__name__)
-
-STATE_FILE = "trainer_state.pt"
-STATE_VERSION = 1
-
-
-class PPOConfigError(ValueError):
-    """A PPO configuration that cannot run; the message lists every problem found."""
-
-
-@dataclass
-class PPOConfig(config_io.ConfigIO):
-    """Everything that decides a PPO run. YAML keys and long CLI flags have the same names."""
-
-    __pydantic_config__: ClassVar[ConfigDict] = ConfigDict(extra="forbid")
-    _error: ClassVar[type[ValueError]] = PPOConfigError
-    _what: ClassVar[str] = "PPO"
-
-    output_dir: str = field(metadata={"help": "run directory: metrics, checkpoints, final model"})
-    policy: str | None = field(default=None, metadata={"help": "SFT run directory or model to start from (command)"})
-    reward_model: str | None = field(default=None, metadata={"help": "reward-model directory (command)"})
-    prompts: str | None = field(
-        default=None, metadata={"help": "prompt source: a JSONL file or a named source (command)"}
-    )
-    ptx_data: str | None = field(
-        default=None, metadata={"help": "SFT conversations (JSONL) for PPO-ptx (command; needs ptx_coef > 0)"}
-    )
-
-    steps: int = field(default=100, metadata={"help": "PPO steps (rollout + update rounds)"})
-    batch_size: int = field(default=16, metadata={"help": "prompts per step per process"})
-    mini_batch_size: int = field(default=8, metadata={"help": "rollouts per optimizer step per process"})
-    ppo_epochs: int = field(default=4, metadata={"help": "passes over each rollout batch"})
-    learning_rate: float = field(default=1e-5, metadata={"help": "AdamW learning rate (LoRA: ~1e-4)"})
-    warmup_steps: int = field(default=0, metadata={"help": "linear warmup over this many optimizer steps"})
-    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
-    max_grad_norm: float | None = field(default=1.0, metadata={"help": "clip the gradient norm (null: off)"})
-
-    max_new_tokens: int = field(default=64, metadata={"help": "longest response in tokens"})
-    temperature: float = field(default=1.0, metadata={"help": "sampling temperature of the rollouts"})
-    max_prompt_tokens: int = field(default=512, metadata={"help": "longer prompts keep their last tokens"})
-
-    kl_coef: float = field(default=0.05, metadata={"help": "beta of the per-token KL penalty (initial, if adaptive)"})
-    kl_target: float | None = field(
-        default=None, metadata={"help": "adapt beta towards this KL per response (Ziegler et al.); null: fixed"}
-    )
-    kl_horizon: int = field(default=10000, metadata={"help": "horizon of the adaptive KL controller"})
-    gamma: float = field(default=1.0, metadata={"help": "discount of GAE"})
-    lam: float = field(default=0.95, metadata={"help": "lambda of GAE"})
-    clip_range: float = field(default=0.2, metadata={"help": "PPO ratio clip epsilon"})
-    clip_range_value: float | None = field(default=0.2, metadata={"help": "value clip (null: unclipped)"})
-    vf_coef: float = field(default=0.1, metadata={"help": "weight of the value loss"})
-    entropy_coef: float = field(default=0.0, metadata={"help": "weight of the entropy bonus"})
-    whiten_advantages: bool = field(default=True, metadata={"help": "normalise advantages over the batch"})
-    target_kl: float | None = field(
-        default=None, metadata={"help": "stop a step's PPO epochs when approx-KL exceeds this (null: never)"}
-    )
-    truncation_reward: float | None = field(
-        default=None, metadata={"help": "score of responses cut at max_new_tokens (null: the reward model's)"}
-    )
-    empty_reward: float = field(default=-1.0, metadata={"help": "score of an empty response"})
-
-    ptx_coef: float = field(default=0.0, metadata={"help": "PPO-ptx: weight of the SFT loss (gamma in the paper)"})
-    ptx_batch_sequences: int = field(default=4, metadata={"help": "SFT conversations per optimizer step"})
-    max_seq_len: int = field(default=1024, metadata={"help": "PPO-ptx conversations are truncated to this"})
-
-    reward_batch_size: int = field(default=16, metadata={"help": "batch size of reward-model scoring"})
-    forward_batch_size: int = field(default=16, metadata={"help": "sequences per no-grad forward pass"})
-    seed: int = field(default=0, metadata={"help": "seed of prompt order, sampling and LoRA init"})
-    bf16: bool | Literal["auto"] = field(
-        default="auto", metadata={"help": "bf16 autocast of the forward passes: auto uses it where the hardware has native bf16"}
-    )
-    decode_dtype: str = field(
-        default="auto",
-        metadata={"help": "dtype the rollouts are sampled in (auto: bfloat16 on CPUs with AVX512-BF16, else the model's)"},
-    )
-
-    lora: bool = field(default=False, metadata={"help": "train LoRA adapters (reference = adapters disabled)"})
-    lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
-    lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling numerator"})
-    lora_dropout: float = field(default=0.0, metadata={"help": "LoRA dropout (unused: PPO runs in eval mode)"})
-    lora_target_modules: list[str] | str = field(default="all-linear", metadata={"help": "modules to adapt"})
-
-    save_every: int | None = field(default=None, metadata={"help": "checkpoint every N steps (and at the end)"})
-    save_limit: int | None = field(default=2, metadata={"help": "keep the newest N checkpoints"})
-    resume: bool = field(default=False, metadata={"help": "continue from the newest checkpoint"})
-    overwrite: bool = field(default=False, metadata={"help": "delete an earlier run in output_dir"})
-    threads: int | None = field(default=None, metadata={"help": "torch threads"})
-    tensorboard: bool = field(default=True, metadata={"help": "also log to TensorBoard when installed"})
-    progress: bool = field(default=True, metadata={"help": "show a progress bar"})
-
-    def __post_init__(self) -> None:
-        self._check()
-
-    def problems(self) -> list[str]:
-        out: list[str] = []
-        number = config_io.number_checker(self, out)
-        if not isinstance(self.output_dir, str) or not self.output_dir.strip():
-            out.append("output_dir must be a non-empty path")
-        for name in ("steps", "batch_size", "mini_batch_size", "ppo_epochs", "max_new_tokens", "max_prompt_tokens",
-                     "kl_horizon", "ptx_batch_sequences", "reward_batch_size", "forward_batch_size", "lora_r",
-                     "lora_alpha"):
-            number(name, minimum=1, integer=True)
-        number("max_seq_len", minimum=2, integer=True)
-        number("warmup_steps", minimum=0, integer=True)
-        number("seed", minimum=0, integer=True)
-        number("learning_rate", minimum=0.0, inclusive=False)
-        number("temperature", minimum=0.0, inclusive=False)
-        for name in ("weight_decay", "kl_coef", "vf_coef", "entropy_coef", "ptx_coef", "gamma", "lam", "lora_dropout"):
-            number(name, minimum=0.0)
-        for name in ("gamma", "lam"):
-            if isinstance(getattr(self, name), (int, float)) and getattr(self, name) > 1:
-                out.append(f"{name} must be <= 1, got {getattr(self, name)!r}")
-        number("clip_range", minimum=0.0, inclusive=False)
-        number("clip_range_value", minimum=0.0, inclusive=False, optional=True)
-        number("kl_target", minimum=0.0, inclusive=False, optional=True)
-        number("target_kl", minimum=0.0, inclusive=False, optional=True)
-        number("max_grad_norm", minimum=0.0, inclusive=False, optional=True)
-        number("empty_reward", minimum=-float("inf"))
-        number("truncation_reward", minimum=-float("inf"), optional=True)
-        number("save_every", minimum=1, integer=True, optional=True)
-        number("save_limit", minimum=1, integer=True, optional=True)
-        number("threads", minimum=1, integer=True, optional=True)
-        if isinstance(self.mini_batch_size, int) and isinstance(self.batch_size, int) and self.mini_batch_size > self.batch_size:
-            out.append(f"mini_batch_size ({self.mini_batch_size}) cannot exceed batch_size ({self.batch_size})")
-        if self.bf16 not in (True, False, "auto"):
-            out.append(f"bf16 must be true, false or 'auto', got {self.bf16!r}")
-        if self.decode_dtype != "auto":
-            try:
-                models.parse_dtype(self.decode_dtype)
-            except ValueError as err:
-                out.append(f"decode_dtype: {err}")
-        if self.resume and self.overwrite:
-            out.append("resume and overwrite contradict each other: give one")
-        return out
 
 
 @dataclass(frozen=True)
@@ -206,6 +37,10 @@ class PPOResult:
     checkpoint_dir: Path | None
     final_dir: Path | None
     adapter_dir: Path | None
+
+    def summary(self) -> str:
+        """What ``chatforge ppo`` prints at the end."""
+        return f"done: {self.step} steps, reward {self.reward:.4f}, KL {self.kl:.4f}\npolicy: {self.final_dir}"
 
 
 class _PolicyValue(nn.Module):
@@ -267,8 +102,14 @@ def _hidden_size(model: Any) -> int:
     return int(config.hidden_size)
 
 
-class PPOTrainer:
+class PPOTrainer(CheckpointedTrainer[PPOResult]):
     """PPO on ``policy`` (trained in place; with LoRA ``trainer.model`` is the peft model) against ``reward``."""
+
+    what = "PPO"
+    config_error = PPOConfigError
+    plan_note = "prompts a hash of the prompts"
+    run_files = ("metrics.jsonl", "run.json", "reward_kl.png")
+    config: PPOConfig
 
     def __init__(
         self,
@@ -281,12 +122,9 @@ class PPOTrainer:
         *,
         on_log: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
-        self.config = config
+        super().__init__(config, next(policy.parameters()).device, on_log)
         self.tokenizer = tokenizer
-        self.on_log = on_log
-        self.output_dir = Path(config.output_dir)
-        self.device = next(policy.parameters()).device
-        self.dist = common.Distributed.setup(self.device)
+        self.total_steps = config.steps
         self.score = rollout.scorer(reward, config.reward_batch_size)
         self.contexts = [rollout.as_context(p) for p in prompts]
         if not self.contexts:
@@ -301,8 +139,7 @@ class PPOTrainer:
         random.seed(config.seed)
         torch.manual_seed(config.seed)
         if config.lora:
-            # _with_lora reads only the lora_* fields, which PPOConfig shares with SFTConfig
-            policy = _with_lora(policy, config)  # type: ignore[arg-type]
+            policy = starting_point.with_lora(policy, config)
             self.reference = None  # the same weights with the adapters disabled
         else:
             self.reference = copy.deepcopy(policy).eval().requires_grad_(False)
@@ -311,7 +148,7 @@ class PPOTrainer:
         nn.init.zeros_(self.value_head.weight)
         nn.init.zeros_(self.value_head.bias)
         self.trainable = [p for p in policy.parameters() if p.requires_grad] + list(self.value_head.parameters())
-        self.bf16 = common.bf16_supported(self.device) if config.bf16 == "auto" else bool(config.bf16)
+        self.bf16 = common.use_bf16(config.bf16, self.device)
         # Full fine-tuning without autocast on a CPU: the frozen reference runs through the lean decoder, packed once
         # (its no-grad prefill measured 1.7x faster than the model's own forward at 8 x 94 tokens; float32 logits
         # agree to ~1e-5). Under autocast the reference keeps the policy's numerics: the model's forward.
@@ -323,14 +160,10 @@ class PPOTrainer:
             entropy_grad=config.entropy_coef != 0,
         )
         self.optimizer = common.adamw(self.trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
-        from transformers import get_constant_schedule_with_warmup
-
-        self.scheduler = get_constant_schedule_with_warmup(self.optimizer, config.warmup_steps)
+        self.scheduler = common.warmup_schedule(self.optimizer, config.warmup_steps)
         self.engine = TorchEngine(self.model, tokenizer, decode_dtype=config.decode_dtype)
         self.kl_coef = float(config.kl_coef)
-        self.step = 0
-        self._elapsed_before = 0.0
-        self.metrics = common.MetricsLog(self.output_dir / "metrics.jsonl", active=False)
+        self._updates_done = 0  # optimizer steps so far (they pick the PPO-ptx batches)
 
     # ----------------------------------------------------------------------------------------------------------
     # Data
@@ -536,11 +369,7 @@ class PPOTrainer:
                 if ptx_loss is not None:
                     loss = loss + config.ptx_coef * ptx_loss
                 loss.backward()
-                limit = config.max_grad_norm if config.max_grad_norm is not None else float("inf")
-                grad_norm = float(torch.nn.utils.clip_grad_norm_(self.trainable, limit))
-                self.optimizer.step()
-                self.scheduler.step()
-                self.optimizer.zero_grad(set_to_none=True)
+                grad_norm = common.optimizer_step(self.trainable, self.optimizer, self.scheduler, config.max_grad_norm)
                 self._updates_done += 1
                 updates += 1
                 local = [float(pg.detach()), float(vl.detach()), pstats.clip_fraction, pstats.approx_kl, vclip,
@@ -548,7 +377,7 @@ class PPOTrainer:
                 mean = [v / self.dist.world_size for v in self.dist.sum(local)]
                 for key, value in zip(sums, mean, strict=True):
                     sums[key] += value
-                if config.target_kl is not None and mean[3] > config.target_kl:
+                if config.early_stop_kl is not None and mean[3] > config.early_stop_kl:
                     stopped = True  # every process saw the same mean, so all stop together
                     break
             epochs_done = epoch + 1
@@ -562,42 +391,11 @@ class PPOTrainer:
     # The loop
     # ----------------------------------------------------------------------------------------------------------
 
-    def train(self, resume: bool | None = None) -> PPOResult:
-        resume = self.config.resume if resume is None else resume
-        models.set_threads(self.config.threads)
-        models.keep_freed_memory()
-        try:
-            self._prepare_output_dir(resume)
-            self.metrics = common.MetricsLog(
-                self.output_dir / "metrics.jsonl", active=self.dist.is_main, tensorboard=self.config.tensorboard
-            )
-            self._updates_done = 0
-            if resume:
-                self._load_latest_checkpoint()
-            return self._run()
-        finally:
-            self.metrics.close()
-            self.model.eval()
-            self.dist.close()
-
     def _run(self) -> PPOResult:
         config = self.config
-        module: nn.Module = self._module
-        if self.dist.active:
-            from torch.nn.parallel import DistributedDataParallel
-
-            module = DistributedDataParallel(self._module)
-        if self.dist.is_main:
-            common.write_text_atomically(
-                self.output_dir / "run.json",
-                json.dumps({"config": config.to_dict(), "world_size": self.dist.world_size, "bf16": self.bf16,
-                            "prompts": len(self.contexts), "trainable_parameters": sum(p.numel() for p in self.trainable)},
-                           indent=2) + "\n",
-            )
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=config.steps, initial=self.step, unit="step", dynamic_ncols=True,
-                   disable=not (config.progress and self.dist.is_main))
+        module = self._distributed(self._module)
+        self.write_run_info(prompts=len(self.contexts))
+        bar = self._progress_bar()
         started = time.monotonic()
         stats: dict[str, float] = {}
         while self.step < config.steps:
@@ -607,9 +405,9 @@ class PPOTrainer:
             update = self._update(module, batch, self.step)
             step_time = time.monotonic() - step_started
             kl_coef_used = self.kl_coef
-            if config.kl_target is not None:
+            if config.adaptive_kl_target is not None:
                 self.kl_coef = losses.adaptive_kl_coef(
-                    self.kl_coef, stats["kl"], config.kl_target, config.batch_size * self.dist.world_size, config.kl_horizon
+                    self.kl_coef, stats["kl"], config.adaptive_kl_target, config.batch_size * self.dist.world_size, config.kl_horizon
                 )
             self.step += 1
             record = {"kind": "train", "step": self.step, **stats, **update, "kl_coef": kl_coef_used,
@@ -617,110 +415,45 @@ class PPOTrainer:
                       "tokens_per_s": stats["response_tokens"] / step_time if step_time > 0 else 0.0,
                       "generation_share": stats["generation_time"] / step_time if step_time > 0 else 0.0,
                       "step_time": step_time,
-                      "elapsed": self._elapsed_before + time.monotonic() - started}
-            self._log(record)
-            bar.set_postfix(reward=f"{stats['reward']:.3f}", kl=f"{stats['kl']:.3f}", refresh=False)
-            bar.update(1)
-            done = self.step == config.steps
-            if (config.save_every and self.step % config.save_every == 0) or done:
-                self._save_checkpoint(self._elapsed_before + time.monotonic() - started)
+                      "elapsed": self._elapsed(started)}
+            self._log_step(bar, record, reward=f"{stats['reward']:.3f}", kl=f"{stats['kl']:.3f}")
+            if self._due(self.config.save_every):
+                self.save_checkpoint(self._elapsed(started))
         bar.close()
-        final_dir, adapter_dir = self._publish_final()
+        final_dir, adapter_dir = self.publish_final()
         if self.dist.is_main:
             try:
                 plot_curves(self.output_dir / "metrics.jsonl", self.output_dir / "reward_kl.png")
             except ImportError:
                 log.warning("matplotlib is not installed: no reward_kl.png")
-        return PPOResult(self.step, stats.get("reward"), stats.get("kl"), self._checkpoint_dir(self.step), final_dir, adapter_dir)
-
-    def _log(self, record: dict[str, Any]) -> None:
-        self.metrics.write(record)
-        if self.on_log is not None:
-            self.on_log(record)
+        return PPOResult(self.step, stats.get("reward"), stats.get("kl"), self.checkpoint_dir(self.step), final_dir, adapter_dir)
 
     # ----------------------------------------------------------------------------------------------------------
-    # Checkpoints
+    # What the run directory saves (see checkpoint.CheckpointedTrainer): the value head and the KL controller too
     # ----------------------------------------------------------------------------------------------------------
 
-    def _checkpoint_dir(self, step: int) -> Path:
-        return self.output_dir / f"checkpoint-{step}"
-
-    def _prepare_output_dir(self, resume: bool) -> None:
-        common.prepare_run_dir(
-            self.output_dir, self.dist, resume=resume, overwrite=self.config.overwrite, what="PPO",
-            state_file=STATE_FILE, files=("metrics.jsonl", "run.json", "reward_kl.png"),
-        )
-
-    def _plan_signature(self) -> dict[str, Any]:
+    def plan_signature(self) -> dict[str, Any]:
         digest = hashlib.sha256(
             json.dumps([[m.to_dict() for m in c] for c in self.contexts], sort_keys=True).encode()
         ).hexdigest()[:16]
-        return {"seed": self.config.seed, "batch_size": self.config.batch_size, "lora": self.config.lora,
-                "world_size": self.dist.world_size, "prompts": digest}
+        return self._plan(("seed", "batch_size", "lora"), prompts=digest)
 
-    def _save_checkpoint(self, elapsed: float) -> None:
-        rng_states = self.dist.gather(common.rng_state())
-        if self.dist.is_main:
-            state = {
-                "version": STATE_VERSION, "step": self.step, "plan": self._plan_signature(),
-                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                "value_head": self.value_head.state_dict(), "kl_coef": self.kl_coef,
-                "updates_done": self._updates_done, "rng": rng_states, "elapsed": elapsed,
-            }
+    def _extra_state(self) -> dict[str, Any]:
+        return {"value_head": self.value_head.state_dict(), "kl_coef": self.kl_coef, "updates_done": self._updates_done}
 
-            def fill(tmp: Path) -> None:
-                # SFT's model writer (merged copy with LoRA) reads only .config.lora, .model and .tokenizer.
-                SFTTrainer._save_model(self, tmp / "model")  # type: ignore[arg-type]
-                _save_value_head(self.value_head, tmp)  # beside model/, which resume loads whole
-                if self.config.lora:
-                    self.model.save_pretrained(tmp / "adapter")
-                (tmp / "trainer_state.json").write_text(
-                    json.dumps({"step": self.step, "kl_coef": self.kl_coef, "elapsed": elapsed,
-                                "config": self.config.to_dict()}, indent=2) + "\n", encoding="utf-8")
-                torch.save(state, tmp / STATE_FILE)
-
-            common.write_dir_atomically(self._checkpoint_dir(self.step), fill)
-            if self.config.save_limit is not None:
-                for _, old in common.checkpoints(self.output_dir, marker=STATE_FILE)[: -self.config.save_limit]:
-                    shutil.rmtree(old, ignore_errors=True)
-        self.dist.barrier()
-
-    def _load_latest_checkpoint(self) -> None:
-        checkpoint = common.latest_checkpoint(self.output_dir, marker=STATE_FILE)
-        if checkpoint is None:
-            self.metrics.keep_until(0)
-            return
-        state = common.read_trainer_state(
-            checkpoint, state_file=STATE_FILE, version=STATE_VERSION, plan=self._plan_signature(), error=PPOConfigError,
-            hash_note="prompts a hash of the prompts",
-        )
-        common.restore_weights(self.model, checkpoint, lora=self.config.lora, error=PPOConfigError)
+    def _restore_extra_state(self, state: dict[str, Any]) -> None:
         self.value_head.load_state_dict(state["value_head"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.step = int(state["step"])
         self.kl_coef = float(state["kl_coef"])
         self._updates_done = int(state["updates_done"])
-        self._elapsed_before = float(state["elapsed"])
-        common.set_rng_state(state["rng"][self.dist.rank])
-        self.metrics.keep_until(self.step)
-        if self.dist.is_main:
-            log.info("resumed from %s (step %d of %d)", checkpoint, self.step, self.config.steps)
 
-    def _publish_final(self) -> tuple[Path, Path | None]:
-        final, adapter = self.output_dir / "final", self.output_dir / "adapter"
-        if self.dist.is_main:
-            checkpoint = self._checkpoint_dir(self.step)
+    def _checkpoint_summary(self, elapsed: float) -> dict[str, Any]:
+        return {"step": self.step, "kl_coef": self.kl_coef, "elapsed": elapsed, "config": self.config.to_dict()}
 
-            def fill(tmp: Path) -> None:
-                _link_tree(checkpoint / "model", tmp)
-                shutil.copy2(checkpoint / "value_head.safetensors", tmp / "value_head.safetensors")
+    def _fill_checkpoint(self, tmp: Path) -> None:
+        _save_value_head(self.value_head, tmp)  # beside model/, which resume loads whole
 
-            common.write_dir_atomically(final, fill)
-            if self.config.lora:
-                common.write_dir_atomically(adapter, lambda tmp: _link_tree(checkpoint / "adapter", tmp))
-        self.dist.barrier()
-        return final, adapter if self.config.lora else None
+    def _fill_final(self, tmp: Path, checkpoint: Path) -> None:
+        shutil.copy2(checkpoint / "value_head.safetensors", tmp / "value_head.safetensors")
 
 
 def _cumulative(lengths: Sequence[int]) -> list[tuple[int, int]]:
@@ -745,7 +478,7 @@ def plot_curves(metrics_path: Path, out: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    records = [r for r in common.read_jsonl(metrics_path) if r.get("kind") == "train"]
+    records = [r for r in read_jsonl(metrics_path) if r.get("kind") == "train"]
     steps = [r["step"] for r in records]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
     ax1.plot(steps, [r["reward"] for r in records], label="reward model score")
@@ -761,68 +494,3 @@ def plot_curves(metrics_path: Path, out: Path) -> Path:
     fig.savefig(out, dpi=100)
     plt.close(fig)
     return out
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Command line
-# --------------------------------------------------------------------------------------------------------------
-
-_ALIASES = {"reward_model": ["--reward"], "output_dir": ["--out"], "learning_rate": ["--lr"]}
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    config_io.add_config_arguments(parser, PPOConfig, _ALIASES)
-
-
-def load_policy(name: str) -> tuple[Any, Any]:
-    """The policy to start from: an SFT run directory (its ``final/``) or anything ``models.load_model`` takes."""
-    from chatforge.train.reward import resolve_start
-
-    return models.load_model(resolve_start(name))
-
-
-def run_command(args: argparse.Namespace) -> int:
-    """``chatforge ppo``: load policy, reward model, prompts (and PPO-ptx data); train."""
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        config = config_io.config_from_args(PPOConfig, args)
-        missing = [flag for flag, value in (("--policy", config.policy), ("--reward", config.reward_model),
-                                            ("--prompts", config.prompts)) if not value]
-        if missing:
-            raise PPOConfigError(f"missing {', '.join(missing)}")
-        models.set_threads(config.threads)
-        from chatforge.sampling import load_prompts
-        from chatforge.train.reward import RewardModel
-
-        assert config.policy and config.reward_model and config.prompts
-        prompts = load_prompts(config.prompts, seed=config.seed)
-        ptx = read_conversations(config.ptx_data) if config.ptx_data else None
-        policy, tokenizer = load_policy(config.policy)
-        reward = RewardModel.load(config.reward_model)
-        trainer = PPOTrainer(config, policy, tokenizer, reward, prompts, ptx)
-        result = trainer.train()
-    except (PPOConfigError, chat.ConversationError, models.ModelNotFoundError, FileExistsError, FileNotFoundError,
-            ValueError) as err:
-        print(f"chatforge ppo: error: {err}", file=sys.stderr)
-        return 2
-    if trainer.dist.is_main:
-        print(f"done: {result.step} steps, reward {result.reward:.4f}, KL {result.kl:.4f}\npolicy: {result.final_dir}")
-    return 0
-
-
-def register_cli(subparsers: Any) -> None:
-    """Add ``ppo`` to a ``chatforge`` argparse sub-parser set."""
-    parser = subparsers.add_parser(
-        "ppo",
-        help="PPO against a reward model with a KL penalty to the SFT policy",
-        description="RLHF with PPO (InstructGPT step 3). Run under `torchrun --nproc_per_node=N -m chatforge.train "
-        "ppo ...` for N processes.",
-    )
-    add_arguments(parser)
-    parser.set_defaults(func=run_command)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="chatforge ppo", description="PPO against a reward model.")
-    add_arguments(parser)
-    return run_command(parser.parse_args(argv))
