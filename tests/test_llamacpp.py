@@ -260,3 +260,65 @@ def test_gemma3_exports_tokenizes_and_answers_as_chatforge_does(tmp_path):
     assert prompt[0] == tokenizer.bos_token_id
     ours = chatforge_greedy(model, tokenizer, prompt, 16)
     assert llama_cpp_greedy(llm, prompt, 16)[: len(ours)] == ours
+
+
+# ---- the server with llama.cpp doing the decoding ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def llama_server(tiny_files, tmp_path_factory):
+    openai = pytest.importorskip("openai")
+    from chatforge.serve.app import ServeConfig, create_app
+    from chatforge.serve.backend import LlamaCppBackend
+    from chatforge.serve.testing import running_server
+    from chatforge.store import Store
+
+    tokenizer = models.load_tokenizer(tiny_files["f16"])
+    engine = LlamaCppEngine(tiny_files["f16"], tokenizer, context_tokens=4096, max_sequences=8)
+    store = Store(f"sqlite:///{tmp_path_factory.mktemp('db') / 'serve.db'}")
+    key = store.create_api_key(store.create_user("alice", "alice-pw").id)
+    config = ServeConfig(model_name="tiny-gguf", max_new_tokens=64, default_max_tokens=12, rate_limit_per_minute=0)
+    app = create_app(None, tokenizer, store, config, backend=LlamaCppBackend(engine, max_batch=8))
+    with running_server(app) as url:
+        yield {"client": openai.OpenAI(base_url=url + "/v1", api_key=key, max_retries=0), "engine": engine,
+               "store": store, "url": url}
+    engine.close()
+
+
+def test_served_chat_completion_and_stream_through_llama_cpp(llama_server):
+    client, engine = llama_server["client"], llama_server["engine"]
+    messages = CONVERSATIONS[1]
+    reply = client.chat.completions.create(model="tiny-gguf", messages=messages, max_tokens=10, temperature=0)
+    alone = engine.generate([engine.encode_chat(messages)], SamplingParams(max_new_tokens=10, temperature=0))[0]
+    assert reply.choices[0].message.content == alone.text
+    assert reply.usage.completion_tokens == len(alone.token_ids)
+    assert reply.usage.prompt_tokens == len(engine.encode_chat(messages))
+    chunks = list(client.chat.completions.create(model="tiny-gguf", messages=messages, max_tokens=10, temperature=0,
+                                                 stream=True))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == alone.text
+    assert chunks[-1].choices[0].finish_reason == reply.choices[0].finish_reason
+    assert engine.llama.seq_lengths == {}  # finished requests gave their llama.cpp sequences back
+
+
+def test_served_requests_land_in_the_store_and_n_choices_share_a_prompt(llama_server):
+    from sqlalchemy import select
+
+    from chatforge.store import models as m
+
+    client = llama_server["client"]
+    reply = client.chat.completions.create(model="tiny-gguf", messages=CONVERSATIONS[0], max_tokens=6, n=3,
+                                           temperature=1.0, seed=3, logprobs=True)
+    assert len(reply.choices) == 3 and all(len(c.logprobs.content) >= 1 for c in reply.choices)
+    with llama_server["store"].session() as s:
+        texts = [x.content for x in s.scalars(select(m.Message).where(m.Message.role == "assistant"))]
+    assert reply.choices[0].message.content in texts  # the feedback loop sees API conversations
+
+
+def test_serve_cli_refuses_a_non_gguf_model_for_llama_cpp(tmp_path, capsys):
+    from chatforge.cli import main as cli_main
+
+    code = cli_main(["serve", "--backend", "llama.cpp", "--model", "smollm2-135m-instruct",
+                     "--db", f"sqlite:///{tmp_path / 'db.sqlite'}"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "--backend llama.cpp serves a .gguf file" in err and "chatforge export-model smollm2-135m-instruct" in err

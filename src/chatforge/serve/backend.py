@@ -25,6 +25,7 @@ from fastapi import Request
 
 from chatforge import chat
 from chatforge.generation import Completion, SamplingParams
+from chatforge.llamacpp import LlamaCppEngine
 from chatforge.serve.batcher import ContinuousBatcher, GenRequest, context_limit
 from chatforge.serve.json_mode import JSONConstraint, Vocabulary
 
@@ -122,6 +123,23 @@ class TorchBackend:
     @property
     def max_batch_seen(self) -> int | None:
         return self.scheduler.max_batch_seen
+
+
+class LlamaCppBackend(TorchBackend):
+    """A GGUF file decoded by llama.cpp (``chatforge.llamacpp.LlamaCppEngine``) behind the same continuous batcher:
+    scheduling, sampling, stops and streaming are TorchBackend's; only the forward pass is llama.cpp's."""
+
+    def __init__(self, engine: LlamaCppEngine, *, batching: str = "continuous", max_batch: int = 32) -> None:
+        if batching not in ("continuous", "serial"):
+            raise ValueError(f"batching must be 'continuous' or 'serial', got {batching!r}")
+        self.engine = engine
+        self.scheduler = ContinuousBatcher(None, engine.tokenizer, max_batch=max_batch, serial=batching == "serial",
+                                           engine=engine)
+        self.tokenizer = engine.tokenizer
+        self.context_limit = engine.context_limit
+        self.vocab_size = engine.llama.n_vocab
+        self.stop_token_ids = engine.stop_token_ids
+        self._byte_of = {c: b for b, c in _byte_level_alphabet().items()}
 
 
 def _byte_level_alphabet() -> dict[int, str]:
