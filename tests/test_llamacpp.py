@@ -322,3 +322,23 @@ def test_serve_cli_refuses_a_non_gguf_model_for_llama_cpp(tmp_path, capsys):
     assert code == 2
     err = capsys.readouterr().err
     assert "--backend llama.cpp serves a .gguf file" in err and "chatforge export-model smollm2-135m-instruct" in err
+
+
+def test_served_json_mode_through_llama_cpp(llama_server):
+    """JSON mode constrains sampling over llama.cpp's logits as over the torch model's: every reply is a prefix of
+    a JSON object, and a finished one parses."""
+    import json
+
+    from chatforge.serve.json_mode import Grammar
+
+    reply = llama_server["client"].chat.completions.create(
+        model="tiny-gguf", messages=[{"role": "user", "content": "Give me a JSON object."}], max_tokens=24,
+        temperature=1.0, seed=1, n=3, response_format={"type": "json_object"})
+    grammar = Grammar.json_object()
+    for choice in reply.choices:
+        state = grammar.start()
+        for ch in choice.message.content:
+            state = grammar.feed(state, ch) if state is not None else None
+        assert state is not None and choice.message.content.strip().startswith("{"), choice.message.content
+        if choice.finish_reason == "stop":
+            assert isinstance(json.loads(choice.message.content), dict)
