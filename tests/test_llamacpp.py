@@ -216,9 +216,12 @@ def test_smollm2_greedy_replies_match_chatforge(smol_files):
     agreement: dict[str, list[int]] = {}
     for quant, path in smol_files.items():
         llm = llama(path)
+        engine = LlamaCppEngine(path, tokenizer, max_sequences=2)  # what `serve --backend llama.cpp` decodes with
         agreement[quant] = []
         for prompt, mine in zip(prompts, ours, strict=True):
             theirs = llama_cpp_greedy(llm, prompt, 16)
+            served = engine.generate([prompt], SamplingParams(max_new_tokens=16, temperature=0))[0].token_ids
+            assert served == theirs[: len(served)], f"{quant}: the engine left llama.cpp's own greedy reply"
             same = leading_agreement(mine, theirs)
             agreement[quant].append(same)
             if quant != "q4_k_m" and same < len(mine):
@@ -227,6 +230,7 @@ def test_smollm2_greedy_replies_match_chatforge(smol_files):
                 gap = float(logits.max() - logits[theirs[same]])
                 assert gap < NEAR_TIE, f"{quant} left chatforge's reply at token {same} by {gap:.2f} logits: " \
                                        f"{tokenizer.decode(theirs)!r} vs {tokenizer.decode(mine)!r}"
+        engine.close()
         del llm
     print(f"leading greedy tokens in agreement with chatforge (of 16 or to its stop): {agreement}")
     full = {q: sum(a == len(m) for a, m in zip(agreement[q], ours, strict=True)) for q in agreement}

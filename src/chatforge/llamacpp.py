@@ -91,6 +91,10 @@ class LlamaCppModel:
         params.n_seq_max = min(max_sequences, int(lc.llama_max_parallel_sequences()))
         params.n_threads = params.n_threads_batch = threads
         params.kv_unified = True  # one cache for every sequence: a request may use what others leave free
+        # No flash attention (llama.cpp's default "auto" turns it on): its CPU kernel works in float16. On SmolLM2
+        # q8_0, "What is the capital of France?", chatforge's float32 model puts "The" 0.08 above "L"; llama.cpp
+        # agrees without flash attention (0.04 above) and with it answers "L'Étoile..." ("L" 0.48 above "The").
+        params.flash_attn_type = lc.LLAMA_FLASH_ATTN_TYPE_DISABLED
         params.no_perf = True
         ctx = lc.llama_init_from_model(model, params)
         if not ctx:
