@@ -22,6 +22,7 @@ STAGE_MODULES = (
     "chatforge.train.dpo",
     "chatforge.serve",
     "chatforge.evaluate.cli",
+    "chatforge.redteam",
     "chatforge.gguf_export",
 )
 

@@ -20,6 +20,12 @@ from chatforge.pipeline.training import Work, engine
 from chatforge.recipe import Recipe
 
 
+def evaluation_engine(model_path: str, recipe: Recipe) -> Any:
+    """The model as `chatforge serve` and `chatforge chat` run it (decode precision "auto": bf16 where the CPU does
+    it natively), whatever precision the recipe trains in: the evaluation grades what users get."""
+    return engine(model_path, recipe, decode_dtype="auto")
+
+
 def test_prompts(recipe: Recipe) -> list[Any]:
     from chatforge.evaluate.prompts import CATEGORIES, evaluation_prompts
 
@@ -41,7 +47,7 @@ def eval_stage(recipe: Recipe, model_path: str) -> Work:
         from chatforge.evaluate.behaviour import evaluate_behaviours
 
         report = evaluate_behaviours(
-            engine(model_path, recipe), test_prompts(recipe), model_name=model_path, max_new_tokens=recipe.evaluation.max_new_tokens
+            evaluation_engine(model_path, recipe), test_prompts(recipe), model_name=model_path, max_new_tokens=recipe.evaluation.max_new_tokens
         )
         report.write_json(stage_dir / "behaviours.json")
         return {"behaviours": str(stage_dir / "behaviours.json"), "model": model_path}, {"pass_rates": report.pass_rates()}
@@ -88,7 +94,7 @@ def select_stage(recipe: Recipe, start_policy: str, policy_run: str, reward_mode
             scorer = RewardModel.load(reward_model)
         curve: list[dict[str, Any]] = []
         for step, path in candidates:
-            report = evaluate_behaviours(engine(path, recipe), prompts, model_name=path, max_new_tokens=recipe.evaluation.max_new_tokens)
+            report = evaluate_behaviours(evaluation_engine(path, recipe), prompts, model_name=path, max_new_tokens=recipe.evaluation.max_new_tokens)
             rates = report.pass_rates()
             proxy = None
             if scorer is not None:
@@ -146,7 +152,7 @@ def guards_stage(recipe: Recipe, model_paths: dict[str, str]) -> Work:
         reports = {}
         questions = [q for q in mtbench_questions() if q.category in REFERENCE_CATEGORIES]
         for name, path in model_paths.items():
-            generator = engine(path, recipe)
+            generator = evaluation_engine(path, recipe)
             followed = instructions.evaluate_instructions(generator, model_name=path, max_new_tokens=recipe.evaluation.max_new_tokens)
             bench = mtbench.evaluate_mtbench(generator, questions, model_name=path, max_new_tokens=recipe.evaluation.max_new_tokens)
             followed.write_json(stage_dir / f"{name}-instructions.json")

@@ -17,13 +17,13 @@ from chatforge.recipe import Recipe
 Work = Callable[[Path], tuple[dict[str, str], dict[str, Any]]]
 
 
-def engine(model_path: str, recipe: Recipe) -> Any:
-    """A generation engine on `model_path`, with the recipe's threads and decode precision."""
+def engine(model_path: str, recipe: Recipe, *, decode_dtype: str | None = None) -> Any:
+    """A generation engine on `model_path`, with the recipe's threads and decode precision (or `decode_dtype`)."""
     from chatforge.generation import TorchEngine
 
     models.set_threads(recipe.threads)
     model, tokenizer = models.load_model(model_path)
-    return TorchEngine(model, tokenizer, decode_dtype=recipe.decode_dtype)
+    return TorchEngine(model, tokenizer, decode_dtype=decode_dtype or recipe.decode_dtype)
 
 
 def sft_stage(recipe: Recipe) -> Work:
