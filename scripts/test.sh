@@ -3,6 +3,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+# The llamacpp extra (llama.cpp serving and GGUF quantizing): pip builds llama.cpp from source the first time
+# (7.5 CPU-minutes, docs/gguf.md) and reuses the built wheel from its cache afterwards.
+CMAKE_ARGS="${CMAKE_ARGS:--DLLAVA_BUILD=OFF}" .venv/bin/python -m pip --disable-pip-version-check -q install -e ".[llamacpp]"
 # The product's end-to-end tests drive a real browser and a real PostgreSQL server (Debian packages). Without
 # them (not root, no apt) those tests skip and say why.
 missing=()

@@ -23,6 +23,7 @@ STAGE_MODULES = (
     "chatforge.serve",
     "chatforge.evaluate.cli",
     "chatforge.redteam",
+    "chatforge.gguf_export",
 )
 
 

@@ -273,12 +273,20 @@ def load_tokenizer(name_or_path: str | os.PathLike[str]) -> Any:
     name = str(name_or_path)
     if name == TINY:
         name = "smollm2-135m-instruct"
+    gguf_file = Path(name).expanduser()
     if name in PACKAGED:
         full = models_dir() / name
         source = full if (full / _CONVERTED_MARKER).is_file() else None
         if source is None:
             source = convert_gguf(PACKAGED[name].locate_gguf, chatforge_home() / "tokenizers" / name, tokenizer_only=True)
         tokenizer = AutoTokenizer.from_pretrained(source)
+    elif gguf_file.is_file() and gguf_file.suffix.lower() == ".gguf":
+        # only the tokenizer: serving a GGUF through llama.cpp needs no torch copy of its weights
+        cache_name = _gguf_cache_name(gguf_file)
+        full = models_dir() / cache_name
+        if not (full / _CONVERTED_MARKER).is_file():
+            full = convert_gguf(gguf_file, chatforge_home() / "tokenizers" / cache_name, tokenizer_only=True)
+        tokenizer = AutoTokenizer.from_pretrained(full)
     else:
         resolved = resolve(name)
         try:

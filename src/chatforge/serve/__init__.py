@@ -48,10 +48,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     quiet_transformers()
     models.set_threads(args.threads)
+    backend = None
     try:
         moderator = Moderator.from_file(args.moderation) if args.moderation else Moderator()
-        model, tokenizer = models.load_model(args.model, dtype=models.inference_dtype(args.dtype))
-    except (OSError, ValueError, models.ModelNotFoundError) as err:
+        if args.backend == "llama.cpp":
+            model, (tokenizer, backend) = None, _llama_cpp_backend(args)
+        else:
+            model, tokenizer = models.load_model(args.model, dtype=models.inference_dtype(args.dtype))
+    except (OSError, ValueError, RuntimeError, models.ModelNotFoundError) as err:
         print(f"chatforge serve: {err}", file=sys.stderr)
         return 2
     config = ServeConfig(
@@ -63,11 +67,35 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )
     import uvicorn
 
-    app = create_app(model, tokenizer, store, config)
+    app = create_app(model, tokenizer, store, config, backend=backend)
     print(f"chatforge: serving {config.model_name} on http://{args.host}:{args.port} (db: {store.url.split('@')[-1]})",
           file=sys.stderr)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
     return 0
+
+
+def _llama_cpp_backend(args: argparse.Namespace) -> tuple[Any, Any]:
+    """(tokenizer, backend) for ``--backend llama.cpp``: the GGUF decoded by llama.cpp. Torch only samples then, on
+    one thread (its idle workers would spin against llama.cpp's); llama.cpp gets --threads (default: all cores)."""
+    import os
+    from pathlib import Path
+
+    import torch
+
+    from chatforge import models
+    from chatforge.llamacpp import LlamaCppEngine
+    from chatforge.serve.backend import LlamaCppBackend
+
+    path = Path(args.model).expanduser()
+    if path.suffix.lower() != ".gguf" or not path.is_file():
+        raise ValueError(f"--backend llama.cpp serves a .gguf file and {path} is not one; export the model first: "
+                         f"chatforge export-model {args.model} --gguf MODEL.gguf")
+    threads = args.threads or int(os.environ.get("CHATFORGE_THREADS") or 0) or os.cpu_count() or 1
+    torch.set_num_threads(1)
+    tokenizer = models.load_tokenizer(path)
+    engine = LlamaCppEngine(path, tokenizer, context_tokens=args.llama_context, max_sequences=args.max_batch,
+                            threads=threads)
+    return tokenizer, LlamaCppBackend(engine, batching=args.batching, max_batch=args.max_batch)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -97,6 +125,11 @@ def register_cli(sub: Any) -> None:
     p.add_argument("--decoder", choices=("auto", "lean", "transformers"), default="auto",
                    help="forward pass: lean (Llama-family models, bf16 on AVX512-BF16 CPUs), the model's own "
                         "(transformers), or auto = lean where supported (default)")
+    p.add_argument("--backend", choices=("torch", "llama.cpp"), default="torch",
+                   help="torch: chatforge's own engine (default); llama.cpp: a .gguf file decoded by llama.cpp "
+                        "(pip install -e '.[llamacpp]'; chatforge export-model writes the file)")
+    p.add_argument("--llama-context", type=int, default=16384,
+                   help="llama.cpp backend: KV cache tokens shared by all running requests (default %(default)s)")
     p.add_argument("--max-batch", type=int, default=32, help="most requests decoded together (default %(default)s)")
     p.add_argument("--max-new-tokens", type=int, default=512, help="the most tokens a request may ask for")
     p.add_argument("--default-max-tokens", type=int, default=256, help="reply length when a request sets none")

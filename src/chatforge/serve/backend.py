@@ -25,6 +25,7 @@ from fastapi import Request
 
 from chatforge import chat
 from chatforge.generation import Completion, SamplingParams
+from chatforge.llamacpp import LlamaCppEngine
 from chatforge.serve.batcher import ContinuousBatcher, GenRequest, context_limit
 from chatforge.serve.json_mode import JSONConstraint, Vocabulary
 
@@ -69,14 +70,18 @@ class TorchBackend:
 
     def __init__(self, model: Any, tokenizer: Any, *, batching: str = "continuous", max_batch: int = 32,
                  decoder: str = "auto") -> None:
-        if batching not in ("continuous", "serial"):
-            raise ValueError(f"batching must be 'continuous' or 'serial', got {batching!r}")
-        self.scheduler = ContinuousBatcher(model, tokenizer, max_batch=max_batch, decoder=decoder,  # type: ignore[arg-type]
-                                           serial=batching == "serial")
+        _check_batching(batching)
+        scheduler = ContinuousBatcher(model, tokenizer, max_batch=max_batch, decoder=decoder,  # type: ignore[arg-type]
+                                      serial=batching == "serial")
+        self._setup(scheduler, tokenizer, context_limit(model), int(model.get_output_embeddings().weight.shape[0]))
+
+    def _setup(self, scheduler: ContinuousBatcher, tokenizer: Any, context: int, vocab_size: int) -> None:
+        """What every backend over a ContinuousBatcher holds, however its engine was built."""
+        self.scheduler = scheduler
         self.tokenizer = tokenizer
-        self.context_limit = context_limit(model)
-        self.vocab_size = int(model.get_output_embeddings().weight.shape[0])
-        self.stop_token_ids = self.scheduler.engine.stop_token_ids
+        self.context_limit = context
+        self.vocab_size = vocab_size
+        self.stop_token_ids = scheduler.engine.stop_token_ids
         self._byte_of = {c: b for b, c in _byte_level_alphabet().items()}
         self._json_vocabulary: Vocabulary | None = None
         self._json_lock = threading.Lock()
@@ -122,6 +127,23 @@ class TorchBackend:
     @property
     def max_batch_seen(self) -> int | None:
         return self.scheduler.max_batch_seen
+
+
+class LlamaCppBackend(TorchBackend):
+    """A GGUF file decoded by llama.cpp (``chatforge.llamacpp.LlamaCppEngine``) behind the same continuous batcher:
+    scheduling, sampling, stops and streaming are TorchBackend's; only the forward pass is llama.cpp's."""
+
+    def __init__(self, engine: LlamaCppEngine, *, batching: str = "continuous", max_batch: int = 32) -> None:
+        _check_batching(batching)
+        self.engine = engine
+        scheduler = ContinuousBatcher(None, engine.tokenizer, max_batch=max_batch, serial=batching == "serial",
+                                      engine=engine)
+        self._setup(scheduler, engine.tokenizer, engine.context_limit, engine.llama.n_vocab)
+
+
+def _check_batching(batching: str) -> None:
+    if batching not in ("continuous", "serial"):
+        raise ValueError(f"batching must be 'continuous' or 'serial', got {batching!r}")
 
 
 def _byte_level_alphabet() -> dict[int, str]:

@@ -98,9 +98,10 @@ class ContinuousBatcher:
         decoder: DecoderChoice = "auto",
         decode_dtype: torch.dtype | str | None = None,
         serial: bool = False,
+        engine: TorchEngine | None = None,
     ) -> None:
-        # reuse its stop tokens, pad id, device and forward pass
-        self.engine = TorchEngine(model, tokenizer, cache="dynamic", decoder=decoder, decode_dtype=decode_dtype)
+        # reuse its stop tokens, pad id, device and forward pass; ``engine`` brings another forward pass (llama.cpp)
+        self.engine = engine or TorchEngine(model, tokenizer, cache="dynamic", decoder=decoder, decode_dtype=decode_dtype)
         self.model = model
         self.tokenizer = tokenizer
         self.max_batch = max_batch
