@@ -125,8 +125,9 @@ def test_pairwise_judge_orders_replies_as_the_guideline_does():
     general = prompt("general", text="How do I bake bread?", reference="Mix flour, water, yeast and salt, knead, let it rise, bake.")
     assert compare(general, "I can't help with that.", "Mix flour, water and yeast, knead the dough and bake it.").winner == "b"
     assert compare(general, "Mix flour and water and yeast, knead it, let it rise and bake.", "Bread is tasty.").winner == "a"
-    # cut off by the token limit counts against a reply that is otherwise as good
-    assert compare(factual, "Paris is the", "Paris.", (True, False)).winner == "b"
+    # two replies that both do what the prompt asks tie: finer differences are beyond what the verdicts see
+    assert compare(factual, "The capital is Paris, a city of art.", "Paris.").winner == "tie"
+    assert compare(general, "Knead flour, water, yeast and salt, then bake at 220 C.", "How do I bake bread? How do I bake bread?").winner == "a"
 
 
 def test_win_rate_matches_prompts_by_id_and_carries_the_sign_test():
@@ -151,7 +152,7 @@ def test_evaluate_end_to_end_on_the_tiny_model(tiny, tmp_path):
     prompts = evaluation_prompts("dev", categories=[*CATEGORIES, "general"], per_category=2)
     report = evaluate_behaviours(TorchEngine(model, tokenizer), prompts, max_new_tokens=8)
     rates = report.pass_rates()
-    assert set(rates) == {*CATEGORIES, "all"} and rates["all"]["n"] == 2 * len(CATEGORIES)
+    assert set(rates) == {*CATEGORIES, "general", "all"} and rates["all"]["n"] == 2 * len(CATEGORIES)
     assert all(0 <= r["low"] <= r["rate"] <= r["high"] <= 1 for r in rates.values())
     report.write_json(tmp_path / "r.json")
     again = load_report(tmp_path / "r.json")

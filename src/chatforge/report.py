@@ -84,10 +84,12 @@ def _winrate_section(run: RunDirectory) -> str:
     rows.append(["<b>all</b>", f"<b>{_pct(m['win_rate'])}</b>", f"{m['wins']} / {m['ties']} / {m['losses']}", f"<b>{m['p_value']:.3g}</b>"])
     return (
         "<h2>Win rate of the final policy over SFT</h2>"
-        f"<p>Greedy answers to the same {m['n']} test prompts, compared by the evaluation's pairwise judge "
-        "(<code>chatforge.evaluate.pairwise</code>: category judges first, then overlap with reference answers), not "
-        "by any rater that made training data. A tie counts half; p is the two-sided exact sign test of wins against "
-        "losses.</p>" + _table(["category", "win rate", "won / tied / lost", "p"], rows)
+        f"<p>Greedy answers to the same {m['n']} test prompts. A win is a prompt where only the final policy's reply "
+        "does what the prompt asks by the evaluation's own verdicts (<code>chatforge.evaluate.judges</code>; for "
+        "factual questions \"I don't know\" beats a wrong answer), a loss one where only SFT's does; a tie counts "
+        "half. p is the two-sided exact sign test of wins against losses (McNemar's exact test). No rater that made "
+        "training data takes part. "
+        "</p>" + _table(["category", "win rate", "won / tied / lost", "p"], rows)
     )
 
 

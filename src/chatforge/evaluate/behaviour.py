@@ -50,8 +50,9 @@ class BehaviourReport:
         out = {}
         groups = self.by_category()
         behaviour = [g for c, gs in groups.items() if c != "general" for g in gs]
+        # "all" is over the behaviour categories; ordinary requests ("general") have their own row
         for name, items in [*sorted(groups.items()), ("all", behaviour)]:
-            if not items or name == "general":
+            if not items:
                 continue
             passed = sum(g.passed for g in items)
             low, high = wilson_interval(passed, len(items))
@@ -110,9 +111,6 @@ def answer_prompts(
 def grade(answers: Sequence[Answer], model_name: str = "model") -> BehaviourReport:
     report = BehaviourReport(model_name)
     for a in answers:
-        if a.prompt.category == "general":
-            report.graded.append(Graded(a, True, "not graded alone (see the pairwise win rate)"))
-            continue
         verdict = judge(a.prompt, a.reply)
         report.graded.append(Graded(a, verdict.passed, verdict.reason))
     return report

@@ -167,6 +167,32 @@ def safety_agreement(path: Path | None = None) -> dict[str, Agreement]:
     return dict(out)
 
 
+def second_labeller_agreement(split: Split = "all") -> Agreement:
+    """Agreement between two people who labelled the same pairs independently (the ceiling a judge can reach)."""
+    first = {p.id: p.label for p in load_pairs(split=split)}
+    out = Agreement()
+    for p in load_pairs(GOLD_DIR / "second-labeller-pairs.jsonl", split=split):
+        if p.id in first:
+            out.n += 1
+            out.agree += first[p.id] == p.label
+    return out
+
+
+def decision_quality(gold: Iterable[GoldPair]) -> dict[str, int]:
+    """How the pairwise comparison's decisions stand against the reader's: of the pairs it decides, how many the
+    reader decided the same way, called a tie, or decided the other way (a reversal)."""
+    out = {"decided": 0, "same": 0, "reader_tie": 0, "reversed": 0, "reader_decided_judge_tie": 0}
+    for item in gold:
+        winner = compare(item.prompt, item.a, item.b, item.cut_off).winner
+        if winner == "tie":
+            out["reader_decided_judge_tie"] += item.label != "tie"
+            continue
+        out["decided"] += 1
+        key = "same" if item.label == winner else "reader_tie" if item.label == "tie" else "reversed"
+        out[key] += 1
+    return out
+
+
 def agreement_report(split: Split = "all") -> str:
     lines = [f"agreement with the gold labels made by reading ({split} items; 95% Wilson intervals)"]
     verdicts = verdict_agreement(load_verdicts(split=split))
@@ -175,6 +201,15 @@ def agreement_report(split: Split = "all") -> str:
     pairs = pair_agreement(load_pairs(split=split))
     lines.append("pairwise judge (a / b / tie):")
     lines += [f"  {c:14} {a.format()}" for c, a in sorted(pairs.items())] or ["  (no gold pairs)"]
+    q = decision_quality(load_pairs(split=split))
+    if q["decided"]:
+        lines.append(
+            f"  of its {q['decided']} decisions: reader agreed {q['same']}, reader called a tie {q['reader_tie']}, "
+            f"reader chose the other reply {q['reversed']}; reader decided where it tied: {q['reader_decided_judge_tie']}"
+        )
+    second = second_labeller_agreement(split)
+    if second.n:
+        lines.append(f"  two readers on the same pairs (gold/second-labeller-pairs.jsonl): {second.format()}")
     safety = safety_agreement()
     lines.append("refusal judge on the red-teaming gold set (gold/safety.jsonl, all items):")
     lines += [f"  {c:28} {a.format()}" for c, a in sorted(safety.items())] or ["  (no safety gold)"]

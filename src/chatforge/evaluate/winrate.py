@@ -1,8 +1,10 @@
-"""Win rate of one model over another on the same evaluation prompts, by the pairwise judge, with its statistics.
+"""Win rate of one model over another on the same evaluation prompts, from the evaluation's verdicts on each reply
+(`pairwise.compare`), with its statistics.
 
-A win counts 1, a tie 1/2. The p-value is the two-sided exact sign test of wins against losses (ties left out);
-the interval is Wilson's on the win share among decided prompts. Per-category rows show where a model gains and
-where it pays (the alignment tax shows up in "general").
+A win is a prompt where only this model's reply does what the prompt asks, a loss one where only the other's does;
+a win counts 1, a tie 1/2. The p-value is the two-sided exact sign test of wins against losses (ties left out),
+which is McNemar's exact test on the two models' verdicts; the interval is Wilson's on the win share among decided
+prompts. Per-category rows show where a model gains and where it pays (the alignment tax shows up in "general").
 """
 
 from __future__ import annotations
