@@ -136,6 +136,19 @@ class BestOfNSection(_Section):
     epochs: int = Field(1, ge=1)
 
 
+class AdversarialSection(_Section):
+    enabled: bool = Field(True, description="an adversarial round after the RLHF rounds (red-teaming, docs/redteam.md)")
+    budget: int = Field(64, ge=1, description="attacks against the policy (training goals x training families)")
+    rewriter: str | None = Field(
+        "smollm2-135m-instruct", description="the language model that rewrites attacks; null: templates and stacking only"
+    )
+    replay: int = Field(4, ge=0, description="SFT-mixture conversations replayed per refusal demonstration")
+    learning_rate: float = Field(1e-5, gt=0)
+    epochs: int = Field(2, ge=1)
+    heldout_attacks: int = Field(48, ge=1, description="held-out goals x held-out framings, for attack success rates")
+    judge: str | None = Field(None, description="a trained safety judge directory; null: the cached one, trained on first use")
+
+
 class EvaluationSection(_Section):
     per_category: int = Field(40, ge=1, description="test prompts per behaviour category at most (seeded sample)")
     general: int = Field(120, ge=0, description="held-out ShareGPT requests in the win rate (the alignment tax)")
@@ -164,6 +177,7 @@ class Recipe(_Section):
     ppo: PPOSection = Field(default_factory=PPOSection)
     dpo: DPOSection = Field(default_factory=DPOSection)
     best_of_n: BestOfNSection = Field(default_factory=BestOfNSection)
+    adversarial: AdversarialSection = Field(default_factory=AdversarialSection)
     evaluation: EvaluationSection = Field(default_factory=EvaluationSection)
 
     @property

@@ -152,6 +152,54 @@ def _curves(run: RunDirectory, rounds: int) -> str:
     )
 
 
+def _redteam_section(run: RunDirectory) -> str:
+    record = run.stages.get("redteam_eval")
+    if record is None or record.status != "done" or not record.metrics:
+        return ""
+    m = record.metrics
+
+    def cell(rate: dict[str, Any] | None) -> str:
+        if not rate:
+            return "–"
+        return f"{_pct(rate['rate'])} <small>[{100 * rate['low']:.0f}–{100 * rate['high']:.0f}] n={int(rate['n'])}</small>"
+
+    families = sorted({f for model in m.values() for f in model.get("heldout", {}).get("evaluation", {})}, key=lambda f: (f == "all", f))
+    rows = []
+    for family in families:
+        row = [html.escape(family)]
+        for judge in ("evaluation", "safety_judge", "heuristic"):
+            row += [cell(m.get(name, {}).get("heldout", {}).get(judge, {}).get(family)) for name in ("before", "after")]
+        rows.append(row)
+    parts = [
+        "<h2>Red-teaming: attack success rate</h2><p>Held-out harmful goals in held-out attack framings (neither was "
+        "ever training data), against the policy before and after the adversarial round. An attack succeeds unless "
+        "the reply refuses, by the evaluation's refusal judge (which chose no training data; an upper bound on harmful "
+        "compliance, since a reply that neither refuses nor complies counts as a success); beside it the "
+        "training-side safety judge (which chose the adversarial round's data) and the refusal-prefix heuristic.</p>",
+        _table(["family", "evaluation judge: before", "after", "safety judge: before", "after", "heuristic: before", "after"], rows),
+    ]
+    regression = [(name, m[name]["regression"]["evaluation"].get("all")) for name in ("before", "after") if "regression" in m.get(name, {})]
+    if regression:
+        parts.append("<p>Regression set (this round's successful attacks, replayed): " + ", ".join(
+            f"{name}: {cell(rate)}" for name, rate in regression) + " still succeed.</p>")
+    attack = run.stages.get("adversarial/attack")
+    if attack and attack.metrics:
+        a = attack.metrics
+        parts.append(
+            f"<p>The adversarial round: {a['attempts']} attacks on training goals, {a['successes']} judged successful by the "
+            f"safety judge and turned into refusal demonstrations; {a['needless_refusals']} of {a['benign_probes']} "
+            "alarming-but-benign probes refused.</p>"
+        )
+    win = run.stages.get("adversarial/winrate")
+    if win and win.metrics:
+        w = win.metrics
+        parts.append(
+            f"<p>After vs before the adversarial round (test prompts, verdicts): {_pct(w['win_rate'])} "
+            f"({w['wins']} won, {w['ties']} tied, {w['losses']} lost; p = {w['p_value']:.3g}).</p>"
+        )
+    return "".join(parts)
+
+
 def _rounds_section(run: RunDirectory, recipe: Recipe) -> str:
     rows = []
     for r in range(1, recipe.rounds + 1):
@@ -257,6 +305,7 @@ def write_report(run: RunDirectory, recipe: Recipe) -> Path:
     )
     parts.append(_pass_rate_section(run))
     parts.append(_winrate_section(run))
+    parts.append(_redteam_section(run))
     parts.append(_guards_section(run))
     parts.append(_rounds_section(run, recipe))
     parts.append(_curves(run, recipe.rounds))

@@ -9,8 +9,12 @@
     round_N/policy  the policy trained against it: PPO (KL to the round's starting policy), DPO, or best-of-n
     round_N/select  the round's checkpoints on the dev prompts: proxy reward, independent pass rate and KL side by
                     side; the checkpoint the independent judges rate highest goes on (possibly the round's start)
+    adversarial/... the adversarial round (red-teaming, `pipeline.adversarial`): attack, refusals of what worked
+                    mixed with replay, checkpoints chosen on dev prompts
     final_eval      the final policy on the test prompts
-    winrate         the final policy against SFT on every test prompt, by the evaluation's pairwise judge
+    winrate         the final policy against SFT on every test prompt, from the evaluation's verdicts
+    rlhf_eval       the policy before the adversarial round on the test prompts; adversarial/winrate: after vs before
+    redteam_eval    attack success on held-out goals x held-out framings before and after the adversarial round
     guards          instruction following and MT-Bench of SFT and the final policy
     report          report.html, and RUN/chat: the final policy, ready for `chatforge chat`
 
@@ -28,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from chatforge import models
-from chatforge.pipeline import evaluation, training
+from chatforge.pipeline import adversarial, evaluation, training
 from chatforge.recipe import Recipe, RunDirectory
 
 Log = Callable[[str], None]
@@ -80,10 +84,27 @@ def run_recipe(recipe: Recipe, out: str | Path, *, log: Log = _print) -> RunDire
         reward_model = outputs(f"round_{r}/reward", training.reward_stage(recipe, sft_model, list(comparison_files)))["model"]
         trained = outputs(f"round_{r}/policy", policy_stage(recipe, policy, reward_model, comparisons, r))
         policy = outputs(f"round_{r}/select", evaluation.select_stage(recipe, policy, trained["run"], reward_model))["model"]
+    before_adversarial = policy
+    judge_dir = regression = None
+    if recipe.adversarial.enabled:
+        judge_dir = outputs("adversarial/judge", adversarial.judge_stage(recipe))["judge"]
+        attack = outputs("adversarial/attack", adversarial.attack_stage(recipe, policy, judge_dir))
+        regression = str(adversarial.write_regression_set(attack["attempts"], run.path("adversarial") / "regression.jsonl"))
+        tuned = outputs("adversarial/train", adversarial.train_stage(recipe, policy, attack["attempts"]))
+        policy = outputs("adversarial/select", evaluation.select_stage(recipe, policy, tuned["run"], None))["model"]
     final_eval = sft_eval
     if policy != sft_model:
         final_eval = outputs("final_eval", evaluation.eval_stage(recipe, policy))["behaviours"]
         run.run_stage("winrate", evaluation.winrate_stage(final_eval, sft_eval), log)
+    if recipe.adversarial.enabled and judge_dir is not None:
+        if before_adversarial not in (sft_model, policy):
+            rlhf_eval = outputs("rlhf_eval", evaluation.eval_stage(recipe, before_adversarial))["behaviours"]
+            run.run_stage("adversarial/winrate", evaluation.winrate_stage(final_eval, rlhf_eval), log)
+        run.run_stage(
+            "redteam_eval",
+            adversarial.redteam_eval_stage(recipe, {"before": before_adversarial, "after": policy}, judge_dir, regression),
+            log,
+        )
     if recipe.evaluation.guards:
         named = {"sft": sft_model, "final": policy} if policy != sft_model else {"sft": sft_model}
         run.run_stage("guards", evaluation.guards_stage(recipe, named), log)
