@@ -178,6 +178,16 @@ def second_labeller_agreement(split: Split = "all") -> Agreement:
     return out
 
 
+def second_verdict_agreement(split: Split = "all") -> Agreement:
+    first = {v.id: v.label for v in load_verdicts(split=split)}
+    out = Agreement()
+    for v in load_verdicts(GOLD_DIR / "second-labeller-verdicts.jsonl", split=split):
+        if v.id in first:
+            out.n += 1
+            out.agree += first[v.id] == v.label
+    return out
+
+
 def decision_quality(gold: Iterable[GoldPair]) -> dict[str, int]:
     """How the pairwise comparison's decisions stand against the reader's: of the pairs it decides, how many the
     reader decided the same way, called a tie, or decided the other way (a reversal)."""
@@ -210,6 +220,9 @@ def agreement_report(split: Split = "all") -> str:
     second = second_labeller_agreement(split)
     if second.n:
         lines.append(f"  two readers on the same pairs (gold/second-labeller-pairs.jsonl): {second.format()}")
+    second_verdicts = second_verdict_agreement(split)
+    if second_verdicts.n:
+        lines.append(f"two readers on the same verdicts (gold/second-labeller-verdicts.jsonl): {second_verdicts.format()}")
     safety = safety_agreement()
     lines.append("refusal judge on the red-teaming gold set (gold/safety.jsonl, all items):")
     lines += [f"  {c:28} {a.format()}" for c, a in sorted(safety.items())] or ["  (no safety gold)"]

@@ -69,6 +69,13 @@ def is_loop(text: str) -> bool:
     ratio = len(zlib.compress(data)) / len(data)
     if (len(data) >= 300 and ratio < 0.39) or (len(data) >= 120 and ratio < 0.30):
         return True
+    # code and lists loop by lines (the same line again and again) or by counting
+    lines = [line.strip() for line in stripped.splitlines() if line.strip()]
+    if len(lines) >= 6 and (len(lines) - len(set(lines))) / len(lines) >= 0.3:
+        return True
+    tokens = stripped.split()
+    if len(tokens) >= 20 and sum(bool(re.fullmatch(r"\d+[,.]?", t)) for t in tokens) / len(tokens) >= 0.5:
+        return True
     parts = [plain(s) for s in sentences(stripped)]
     if len(parts) >= 4:
         most = max(parts.count(p) for p in set(parts))
