@@ -180,6 +180,9 @@ QUICK = {
     "evaluation.checkpoints": 1,
     "evaluation.max_new_tokens": 64,
     "evaluation.guards": False,
+    "adversarial.budget": 8,
+    "adversarial.rewriter": None,
+    "adversarial.heldout_attacks": 16,
 }
 
 
